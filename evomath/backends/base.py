@@ -1,0 +1,50 @@
+"""The policy-backend contract: batched prompts in, sampled completions out.
+
+Search, training and evaluation only ever talk to this interface, so the same code runs on the
+in-process vLLM engine (CPU or GPU) and on a remote OpenAI-compatible server.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to sample ``n`` continuations of."""
+
+    prompt: str
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    # Keep the matched stop string at the end of the text (rStar's markers carry meaning).
+    include_stop: bool = True
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" | "length"
+    stop_reason: str | None = None  # the stop string that ended it, if any
+
+
+@dataclass
+class GenerationResult:
+    """The completions of one request, plus its prompt size (for throughput accounting)."""
+
+    completions: list[Completion]
+    prompt_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class PolicyBackend(Protocol):
+    def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
+        """Sample every request in one batch; results come back in request order."""
+        ...
+
+    def close(self) -> None: ...

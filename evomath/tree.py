@@ -1,0 +1,176 @@
+"""Search trees: one node per reasoning step, serialised losslessly to JSONL.
+
+Trees are the system's main artifact: buckets, SFT data and PPM pairs are all derived from them,
+so everything a later stage needs (visits, values, PPM scores, terminal kind, grading) is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+TERMINAL_KINDS = ("answer", "too_deep", "code_errors", "no_step")
+
+
+@dataclass
+class Node:
+    id: int
+    parent: int | None
+    text: str  # the step as the model wrote it (empty for the root)
+    depth: int
+    visits: int = 0
+    value_sum: float = 0.0
+    # A value function's score for the partial trajectory ending here (the PPM from round 3):
+    # it counts as the node's first value.
+    prior: float | None = None
+    terminal: str | None = None  # one of TERMINAL_KINDS
+    answer: str | None = None
+    correct: bool | None = None
+    code_output: str | None = None
+    code_error: bool = False
+    consecutive_errors: int = 0
+    num_tokens: int = 0
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def q(self) -> float:
+        """Mean of the values backed up through this node, the prior counted as one of them."""
+        total, count = self.value_sum, self.visits
+        if self.prior is not None:
+            total, count = total + self.prior, count + 1
+        return total / count if count else 0.0
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.terminal is not None
+
+
+@dataclass
+class Tree:
+    problem_id: str
+    question: str
+    gold: str
+    nodes: list[Node] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes.append(Node(id=0, parent=None, text="", depth=0))
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def add_child(self, parent: Node, text: str, **fields) -> Node:
+        node = Node(id=len(self.nodes), parent=parent.id, text=text, depth=parent.depth + 1, **fields)
+        self.nodes.append(node)
+        parent.children.append(node.id)
+        return node
+
+    def children(self, node: Node) -> list[Node]:
+        return [self.nodes[i] for i in node.children]
+
+    def path(self, node: Node) -> list[Node]:
+        """Steps from the first one down to ``node`` (the root excluded)."""
+        steps = []
+        while node.parent is not None:
+            steps.append(node)
+            node = self.nodes[node.parent]
+        return steps[::-1]
+
+    def steps_text(self, node: Node) -> list[str]:
+        return [n.text for n in self.path(node)]
+
+    def backup(self, node: Node, value: float) -> None:
+        """Add ``value`` to every node from ``node`` up to the root."""
+        current: Node | None = node
+        while current is not None:
+            current.visits += 1
+            current.value_sum += value
+            current = self.nodes[current.parent] if current.parent is not None else None
+
+    def terminals(self) -> list[Node]:
+        return [n for n in self.nodes if n.is_terminal]
+
+    def answered(self) -> list[Node]:
+        return [n for n in self.nodes if n.terminal == "answer"]
+
+    def leads_to_correct(self) -> dict[int, bool]:
+        """For each node: does some terminal below it carry a correct answer?"""
+        good = {n.id: False for n in self.nodes}
+        for leaf in self.nodes:
+            if leaf.terminal == "answer" and leaf.correct:
+                for n in [*self.path(leaf), self.root]:
+                    good[n.id] = True
+        return good
+
+    def to_dict(self) -> dict:
+        return {
+            "problem_id": self.problem_id,
+            "question": self.question,
+            "gold": self.gold,
+            "meta": self.meta,
+            "nodes": [asdict(n) for n in self.nodes],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "Tree":
+        nodes = [Node(**n) for n in raw["nodes"]]
+        return cls(raw["problem_id"], raw["question"], raw["gold"], nodes=nodes, meta=raw.get("meta", {}))
+
+
+def write_trees(path: str | Path, trees: Iterable[Tree]) -> None:
+    """Write atomically: a reader never sees a half-written file."""
+    write_jsonl(path, (t.to_dict() for t in trees))
+
+
+def append_trees(path: str | Path, trees: Iterable[Tree]) -> None:
+    """Append finished trees (one line each, flushed) so an interrupted search keeps what it finished."""
+    with Path(path).open("a") as fh:
+        for tree in trees:
+            fh.write(json.dumps(tree.to_dict()) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_trees(path: str | Path) -> Iterator[Tree]:
+    for raw in read_jsonl(path):
+        yield Tree.from_dict(raw)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Write JSONL to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Yield rows; a line that is not JSON raises an error naming the file and line.
+
+    A torn last line (a crash mid-append) is skipped, since appends are the resume mechanism.
+    """
+    path = Path(path)
+    with path.open() as fh:
+        lines = fh.readlines()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as err:
+            if lineno == len(lines) and not line.endswith("\n"):
+                return
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
