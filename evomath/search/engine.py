@@ -1,0 +1,342 @@
+"""What every search method shares.
+
+Two halves: `Expander` turns one batch of sampled steps into tree nodes that are executed,
+graded and scored in one pass each (one ``generate``, one round of sandbox jobs, one
+``grade_many``, one value-function call per batch); `Driver` keeps up to
+``concurrent_problems`` problems in flight, so every ``generate`` call is as full as the
+methods allow, and hands each finished tree to ``on_tree_done`` at once.
+
+A method is a `SearchState` per problem: ``pending()`` names the leaves to expand next,
+``absorb()`` reads their new children and decides what comes after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from evomath.backends.base import Completion, GenerationRequest
+from evomath.config import SearchConfig
+from evomath.tree import Node, Tree
+
+if TYPE_CHECKING:
+    from evomath.formats import ParsedStep, StepFormat
+    from evomath.problems import Problem
+
+ValueFn = Callable[[Sequence[tuple[str, Sequence[str]]]], list[float]]
+TreeCallback = Callable[[Tree], None]
+
+# Value of a terminal that carries no answer (too deep, code errors, no parsable step). As in
+# rStar it is recorded on the node only: such a candidate is dropped, not a trajectory outcome.
+DEAD_END = -1.0
+
+
+@dataclass
+class SearchStats:
+    problems: int = 0
+    rollouts: int = 0
+    generated_tokens: int = 0
+    prompt_tokens: int = 0
+    seconds: float = 0.0
+    requests: int = 0
+    batches: int = 0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable per-request seed (Python's hash() is salted per process)."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (2**31 - 1)
+
+
+def normalise(text: str) -> str:
+    """Candidates equal up to whitespace are duplicates."""
+    return " ".join(text.split())
+
+
+@dataclass(eq=False)
+class Expansion:
+    """A request to sample ``n`` next steps below ``leaf``; the engine fills in the results."""
+
+    leaf: Node
+    n: int
+    seed: int | None
+    key: Any = None  # the method's handle (a rollout, a chain)
+    dedupe: bool = True
+    children: list[Node] = field(default_factory=list)
+    tokens: int = 0
+    prompt_tokens: int = 0
+
+
+class SearchState:
+    """One problem's search. ``pending`` returns [] exactly when the search is finished."""
+
+    def __init__(self, tree: Tree) -> None:
+        self.tree = tree
+        self.rollouts = 0  # trajectories finished in this run
+        self.tokens = 0
+        self.prompt_tokens = 0
+        self.seconds = 0.0
+
+    def pending(self, fill: int) -> list[Expansion]:
+        """Leaves to expand now; ``fill`` is how many the batch has room for from this tree."""
+        raise NotImplementedError
+
+    def absorb(self, expansions: list[Expansion]) -> None:
+        raise NotImplementedError
+
+
+def new_tree(problem: "Problem") -> Tree:
+    return Tree(problem.id, problem.question, problem.answer)
+
+
+@dataclass(eq=False)
+class _Child:
+    tree: Tree
+    node: Node
+    parsed: "ParsedStep | None"
+
+
+class Expander:
+    """Sample, execute, grade and score one batch of expansions.
+
+    ``reward``: "gold" backs up +1/-1 from grading (data generation); "value" backs up the value
+    function's score of the answer, graded only for the record (evaluation must not see gold).
+    """
+
+    def __init__(
+        self,
+        backend,
+        fmt: "StepFormat",
+        config: SearchConfig,
+        sandbox,
+        grader,
+        value_fn: ValueFn | None = None,
+        *,
+        temperature: float | None = None,
+        score_steps: bool = False,
+        score_answers: bool = False,
+        reward: str = "gold",
+    ) -> None:
+        if reward not in ("gold", "value"):
+            raise ValueError(f"reward must be 'gold' or 'value', not {reward!r}")
+        if (score_steps or score_answers or reward == "value") and value_fn is None:
+            raise ValueError("scoring nodes needs a value_fn")
+        self.backend, self.fmt, self.config = backend, fmt, config
+        self.sandbox, self.grader, self.value_fn = sandbox, grader, value_fn
+        self.temperature = config.temperature if temperature is None else temperature
+        self.score_steps = score_steps
+        self.score_answers = score_answers or reward == "value"
+        self.reward = reward
+
+    def expand(self, work: Sequence[tuple[Tree, Expansion]], stats: SearchStats) -> None:
+        requests = [self._request(tree, exp) for tree, exp in work]
+        results = self.backend.generate(requests)
+        stats.batches += 1
+        stats.requests += len(requests)
+        new: list[_Child] = []
+        for (tree, exp), result in zip(work, results):
+            exp.tokens = sum(c.num_tokens for c in result.completions)
+            exp.prompt_tokens = result.prompt_tokens
+            stats.generated_tokens += exp.tokens
+            stats.prompt_tokens += exp.prompt_tokens
+            new += self._add_children(tree, exp, result.completions)
+        jobs = self._submit_code(new)  # runs in the sandbox pool while answers are graded
+        for child in new:
+            self._mark_parsed_terminal(child)
+        self._grade([c for c in new if c.node.terminal == "answer"])
+        self._apply_code(jobs)
+        for child in new:
+            self._mark_limits(child)
+        self._score(new)
+        for child in new:
+            self._record_value(child)
+
+    def _request(self, tree: Tree, exp: Expansion) -> GenerationRequest:
+        return GenerationRequest(
+            prompt=self.fmt.continuation(tree.question, tree.steps_text(exp.leaf)),
+            n=exp.n,
+            temperature=self.temperature,
+            top_p=self.config.top_p,
+            max_tokens=self.config.max_step_tokens,
+            stop=tuple(self.fmt.stop),
+            seed=exp.seed,
+        )
+
+    def _add_children(self, tree: Tree, exp: Expansion, completions: Sequence[Completion]) -> list[_Child]:
+        """One child per distinct candidate; an empty result still yields a dead-end child."""
+        seen: set[tuple[bool, str]] = set()
+        out = []
+        for completion in completions or [Completion("", 0, "length")]:
+            parsed = self.fmt.parse_step(completion.text, completion.finish_reason)
+            text = parsed.text if parsed else completion.text
+            key = (parsed is None, normalise(text))
+            if exp.dedupe and key in seen:
+                continue
+            seen.add(key)
+            node = tree.add_child(exp.leaf, text, num_tokens=completion.num_tokens)
+            exp.children.append(node)
+            out.append(_Child(tree, node, parsed))
+        return out
+
+    def _submit_code(self, new: list[_Child]) -> list[tuple[_Child, Any]]:
+        """Run the whole program so far for every step that adds code or asks for output."""
+        futures: dict[str, Any] = {}
+        jobs = []
+        for child in new:
+            parsed = child.parsed
+            if parsed is None or not (parsed.code or parsed.ends_code):
+                continue
+            program = self.fmt.program(child.tree.steps_text(child.node))
+            if program not in futures:
+                futures[program] = self.sandbox.submit(program)
+            jobs.append((child, futures[program]))
+        return jobs
+
+    def _apply_code(self, jobs: list[tuple[_Child, Any]]) -> None:
+        for child, future in jobs:
+            result = future.result()
+            node, parent = child.node, child.tree.nodes[child.node.parent]
+            node.code_output = result.output
+            if not result.ok:
+                node.code_error = True
+                node.consecutive_errors = parent.consecutive_errors + 1
+            if child.parsed.ends_code:
+                node.text = self.fmt.with_output(node.text, result.output)
+
+    @staticmethod
+    def _mark_parsed_terminal(child: _Child) -> None:
+        if child.parsed is None:
+            child.node.terminal = "no_step"
+        elif child.parsed.is_final:
+            child.node.terminal = "answer"
+            child.node.answer = child.parsed.answer
+
+    def _mark_limits(self, child: _Child) -> None:
+        node = child.node
+        if node.is_terminal:
+            return
+        if node.consecutive_errors >= self.config.max_code_errors:
+            node.terminal = "code_errors"
+        elif node.depth >= self.config.max_depth:
+            node.terminal = "too_deep"
+
+    def _grade(self, answers: list[_Child]) -> None:
+        gradable = [c for c in answers if c.node.answer is not None]
+        verdicts = self.grader.grade_many([(c.node.answer, c.tree.gold) for c in gradable]) if gradable else []
+        for child in answers:
+            child.node.correct = False
+        for child, ok in zip(gradable, verdicts):
+            child.node.correct = bool(ok)
+
+    def _score(self, new: list[_Child]) -> None:
+        """Set ``prior`` from the value function, in one call for the whole batch."""
+        todo = [
+            c
+            for c in new
+            if (self.score_steps and not c.node.is_terminal)
+            or (self.score_answers and c.node.terminal == "answer")
+        ]
+        if not todo:
+            return
+        scores = self.value_fn([(c.tree.question, c.tree.steps_text(c.node)) for c in todo])
+        if len(scores) != len(todo):
+            raise ValueError(f"value_fn returned {len(scores)} scores for {len(todo)} items")
+        for child, score in zip(todo, scores):
+            child.node.prior = float(score)
+
+    def _record_value(self, child: _Child) -> None:
+        """Answers back their value up to the root; other terminals keep -1 to themselves."""
+        node = child.node
+        if node.terminal == "answer":
+            value = node.prior if self.reward == "value" else (1.0 if node.correct else -1.0)
+            child.tree.backup(node, value)
+        elif node.is_terminal:
+            node.visits, node.value_sum = 1, DEAD_END
+
+
+class Driver:
+    """Keep ``concurrent_problems`` searches in flight and batch all their expansions."""
+
+    def __init__(
+        self,
+        expander: Expander,
+        config: SearchConfig,
+        method: str,
+        on_tree_done: TreeCallback | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.expander, self.config, self.method = expander, config, method
+        self.on_tree_done, self.progress = on_tree_done, progress
+
+    def run(
+        self, problems: Sequence["Problem"], start: Callable[["Problem"], SearchState]
+    ) -> tuple[list[Tree], SearchStats]:
+        stats = SearchStats()
+        began = time.perf_counter()
+        queue = deque(enumerate(problems))
+        active: dict[int, SearchState] = {}
+        trees: list[Tree | None] = [None] * len(problems)
+        slots = max(1, self.config.concurrent_problems)
+        with tqdm(total=len(problems), desc=self.method, unit="problem", disable=not self.progress) as bar:
+            while queue or active:
+                work: dict[int, list[Expansion]] = {}
+                while True:  # poll every search; a finished one frees its slot in this same batch
+                    while queue and len(active) < slots:
+                        index, problem = queue.popleft()
+                        active[index] = start(problem)
+                    fresh = [i for i in active if i not in work]
+                    if not fresh:
+                        break
+                    fill = 1 if queue else max(1, slots // len(active))
+                    for index in fresh:
+                        expansions = active[index].pending(fill)
+                        if expansions:
+                            work[index] = expansions
+                        else:
+                            trees[index] = self._finish(active.pop(index), stats)
+                            bar.update(1)
+                if work:
+                    self._step(active, work, stats)
+                    bar.set_postfix(tok_s=f"{stats.generated_tokens / (time.perf_counter() - began):.0f}")
+        stats.seconds = time.perf_counter() - began
+        return trees, stats
+
+    def _step(self, active: dict[int, SearchState], work: dict[int, list[Expansion]], stats: SearchStats) -> None:
+        t0 = time.perf_counter()
+        batch = [(active[i].tree, exp) for i, exps in work.items() for exp in exps]
+        self.expander.expand(batch, stats)
+        share = (time.perf_counter() - t0) / len(work)
+        for index, expansions in work.items():
+            state = active[index]
+            state.seconds += share
+            state.tokens += sum(e.tokens for e in expansions)
+            state.prompt_tokens += sum(e.prompt_tokens for e in expansions)
+            state.absorb(expansions)
+
+    def _finish(self, state: SearchState, stats: SearchStats) -> Tree:
+        tree, meta = state.tree, state.tree.meta
+        meta["method"] = self.method
+        meta["step_format"] = self.expander.fmt.name
+        meta["seed"] = self.config.seed
+        meta["seeds"] = [*meta.get("seeds", []), self.config.seed]
+        meta["rollouts"] = meta.get("rollouts", 0) + state.rollouts
+        meta["tokens"] = meta.get("tokens", 0) + state.tokens
+        meta["prompt_tokens"] = meta.get("prompt_tokens", 0) + state.prompt_tokens
+        meta["seconds"] = round(meta.get("seconds", 0.0) + state.seconds, 3)
+        stats.problems += 1
+        stats.rollouts += state.rollouts
+        if self.on_tree_done is not None:
+            self.on_tree_done(tree)
+        return tree
