@@ -480,6 +480,7 @@ def snippet(source, code, scratch, out_fd, err_fd, meta_fd, parent):
     _exit = os._exit
     status = 70
     try:
+        me = os.getpid()
         os.setsid()
         os.dup2(DEVNULL, 0)
         os.dup2(out_fd, 1)
@@ -571,7 +572,7 @@ def snippet(source, code, scratch, out_fd, err_fd, meta_fd, parent):
                 stream.flush()
             except BaseException:
                 pass
-        if error is not None:
+        if error is not None and os.getpid() == me:  # not from a forked copy of the snippet
             try:
                 os.write(3, json.dumps({"error": clean(error)}).encode())
             except BaseException:
@@ -820,7 +821,7 @@ def run_job(source):
         else:
             error = "exit code %d" % code_
             try:
-                error = json.loads(meta.decode("utf-8", "replace"))["error"] or error
+                error = json.JSONDecoder().raw_decode(meta.decode("utf-8", "replace"))[0]["error"] or error
             except Exception:
                 pass
     return {"ok": ok, "output": clean(compose(out, err_tail, ok)), "error": clean(error),

@@ -371,6 +371,10 @@ HOSTILE = {
         "import os\nfds = []\nwhile True:\n    fd = os.memfd_create('x')\n    os.write(fd, b'x' * 2 ** 20)\n    fds.append(fd)",
         lambda r, iso: not r.ok and "Too many open files" in r.error,
     ),
+    "read_root_files": (  # the uid switch: root's files are out of reach
+        "print(open('/etc/shadow').read()[:20])",
+        lambda r, iso: iso["uid"] is None or (not r.ok and "PermissionError" in r.error),
+    ),
     "stdin_read": ("x = input()", lambda r, iso: r.error == "EOFError: EOF when reading a line"),
     "stdin_read_raw": ("import os, sys\nprint(len(sys.stdin.read()), os.read(0, 10))", lambda r, iso: r.output == "0 b''\n"),
     "setuid_root": ("import os\nos.setuid(0)\nprint(os.getuid())", lambda r, iso: iso["uid"] is None or not r.ok),
@@ -483,6 +487,8 @@ def test_processes_of_a_snippet_are_killed(procbox, sentinel):
     # a bounded fork bomb: RLIMIT_NPROC stops it, everything is reaped
     res = sb.run("import os, time\nfor _ in range(50):\n    try:\n        os.fork()\n    except OSError:\n        break\ntime.sleep(100)")
     assert res.error == "timeout"
+    res = sb.run("import os\nwhile True:\n    os.fork()")  # every copy fails; the error is the snippet's own
+    assert res.error == "BlockingIOError: [Errno 11] Resource temporarily unavailable"
     # threads count against max_processes too
     res = sb.run("import threading, time\nts = [threading.Thread(target=time.sleep, args=(100,), daemon=True) for _ in range(50)]\nfor t in ts:\n    t.start()")
     assert not res.ok and "thread" in res.error
