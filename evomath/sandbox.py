@@ -1042,7 +1042,9 @@ def _cancel_pending(jobs: queue.SimpleQueue) -> None:
             item[1].cancel()
 
 
-def _shutdown(jobs: queue.SimpleQueue, threads: list[threading.Thread], slots: list[_Slot]) -> None:
+def _shutdown(jobs: queue.SimpleQueue, threads: list[threading.Thread], slots: list[_Slot], owner: int) -> None:
+    if os.getpid() != owner:
+        return  # a forked copy of the caller: the workers belong to the original process
     _cancel_pending(jobs)
     for _ in threads:
         jobs.put(None)
@@ -1099,7 +1101,8 @@ class Sandbox:
             t.start()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._finalizer = weakref.finalize(self, _shutdown, self._jobs, self._threads, self._slots)
+        self._owner = os.getpid()
+        self._finalizer = weakref.finalize(self, _shutdown, self._jobs, self._threads, self._slots, self._owner)
 
     # -- the contract
     def submit(self, code: str) -> concurrent.futures.Future[ExecResult]:
@@ -1108,6 +1111,8 @@ class Sandbox:
             raise TypeError(f"code must be a str, not {type(code).__name__}")
         if self._closed:
             raise RuntimeError("Sandbox is closed")
+        if os.getpid() != self._owner:
+            raise RuntimeError("a Sandbox cannot be used in a forked process; create one there")
         fut: concurrent.futures.Future[ExecResult] = concurrent.futures.Future()
         self._jobs.put((code, fut))
         return fut

@@ -280,6 +280,25 @@ def test_close_releases_everything(secret_env):
     assert not [p for p in pids if os.path.exists(f"/proc/{p}") and "Z" not in _read(f"/proc/{p}/stat")[:80]]
 
 
+def test_forked_copy_of_the_caller_cannot_use_or_close_it(sb):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked copy of this process (e.g. a multiprocessing fork): refuse, do not hang
+        try:
+            sb.run("print(1)")
+            os.write(w, b"ran")
+        except RuntimeError:
+            os.write(w, b"refused")
+        finally:
+            sb.close()  # must not stop the parent's workers
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 100) == b"refused"
+    os.close(r)
+    assert sb.run("print(1)") == ExecResult(True, "1\n", None)
+
+
 def test_latency_of_trivial_snippets(sb):
     sb.run_many(["print(1+1)"] * 4)  # warm
     t0 = time.perf_counter()
