@@ -952,14 +952,14 @@ class _Worker:
                 res = json.loads(self._readline(deadline))
                 if res.get("id") == job_id:
                     break
+        except TimeoutError:  # before OSError, its base class
+            self.stop(force=True)
+            self.start()
+            return ExecResult(False, "", "sandbox worker unresponsive")
         except (_WorkerDied, OSError, ValueError):
             self.stop(force=True)
             self.start()  # restart now; it warms up while the caller handles this result
             return ExecResult(False, "", "sandbox worker died")
-        except TimeoutError:
-            self.stop(force=True)
-            self.start()
-            return ExecResult(False, "", "sandbox worker unresponsive")
         return ExecResult(bool(res["ok"]), str(res.get("output") or ""), res.get("error"))
 
     def _readline(self, deadline: float) -> bytes:

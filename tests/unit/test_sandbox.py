@@ -541,6 +541,31 @@ def test_worker_death_is_survived(sentinel, secret_env, namespaces):
             sb.close()
 
 
+def test_unresponsive_worker_is_replaced(sentinel, secret_env, monkeypatch):
+    """A worker that stops answering (SIGSTOPped here) is killed and replaced after the grace."""
+    import evomath.sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module, "_WORKER_GRACE_S", 0.5)
+    sb = _sandbox(workers=1)
+    tr = Tracker(sb)
+    with _Subreaper(tr) as reaper:
+        try:
+            sb.run("pass")
+            (worker,) = tr.refresh()
+            fut = sb.submit("import time\ntime.sleep(30)")
+            time.sleep(0.2)
+            os.kill(worker, signal.SIGSTOP)
+            t0 = time.monotonic()
+            assert fut.result(timeout=30) == ExecResult(False, "", "sandbox worker unresponsive")
+            assert time.monotonic() - t0 < TIMEOUT + 3
+            assert not tr.wait_clean(), tr.leftovers()
+            reaper.reap()
+            assert_healthy(sb, tr, sentinel)
+            assert worker not in sb.worker_pids()
+        finally:
+            sb.close()
+
+
 def test_without_uid_switch_parent_kill_is_contained(sentinel, secret_env):
     """Root without a uid switch (the weakest mode): the guard refuses os.fork and os.kill; with
     ctypes, ``kill(getppid(), 9)`` hits a supervisor process, not the worker; a snippet that hunts
