@@ -32,8 +32,10 @@ which of these this machine granted):
   and ``no_new_privs`` disarms setuid binaries.
 * **Leftover processes**: each snippet is pid 1 of a new PID namespace, with its own ``/proc``
   (it sees only its own processes; ``os.getppid()`` is 0); when it ends the kernel kills every
-  process it created, daemons that ``setsid()`` and double-fork included. Without namespaces, W
-  is a child subreaper: orphans are re-parented to it and it kills them all after each snippet.
+  process it created, daemons that ``setsid()`` and double-fork included. (Being pid 1, a snippet
+  ignores signals it sends itself while their handler is the default, e.g. SIGTERM.) Without
+  namespaces, W is a child subreaper: orphans are re-parented to it and it kills them all after
+  each snippet.
 * **Network**: W lives in a new network namespace with no interface up: no traffic at all, not
   even to 127.0.0.1. System V IPC objects live in a per-snippet IPC namespace.
 * **Temporary files**: W has a private mount namespace with fresh tmpfs mounts over the
