@@ -1,0 +1,101 @@
+"""Every search method on the real engine (embedded SmolLM2-135M): structure, not accuracy."""
+
+from __future__ import annotations
+
+import pytest
+
+from evomath.config import SandboxConfig, SearchConfig
+from evomath.formats import make_format
+from evomath.grading import Grader
+from evomath.problems import load_benchmark
+from evomath.sandbox import Sandbox
+from evomath.search import run_search
+from evomath.tree import TERMINAL_KINDS, Tree, read_trees, write_trees
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(
+    rollouts=2, n_candidates=3, max_step_tokens=40, max_depth=4, temperature=0.8, n_samples=2,
+    beam_width=2, beam_expand=2, concurrent_problems=3,
+)
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(SandboxConfig(workers=1)) as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def grader():
+    with Grader(workers=1) as g:
+        yield g
+
+
+def length_value(items):
+    """A stand-in PPM: deterministic, in [-1, 1], and different across candidates."""
+    return [((len("".join(steps)) * 37) % 200) / 100 - 1 for _, steps in items]
+
+
+def check_tree(tree: Tree, config: SearchConfig) -> None:
+    """Links, depths, terminal kinds, grading and the backup invariant of a searched tree."""
+    for node in tree.nodes:
+        assert tree.nodes[node.id] is node
+        for cid in node.children:
+            assert tree.nodes[cid].parent == node.id and tree.nodes[cid].depth == node.depth + 1
+        assert node.depth <= config.max_depth
+        if node.is_terminal:
+            assert node.terminal in TERMINAL_KINDS and not node.children
+            if node.terminal == "answer":
+                assert node.correct is not None and node.visits >= 1
+            else:
+                assert (node.visits, node.value_sum) == (1, -1.0)
+        else:
+            backed = [c for c in tree.children(node) if c.terminal in (None, "answer")]
+            assert node.visits == sum(c.visits for c in backed)
+            assert node.value_sum == pytest.approx(sum(c.value_sum for c in backed))
+    assert tree.meta["tokens"] >= sum(n.num_tokens for n in tree.nodes) > 0
+
+
+@pytest.mark.parametrize("method", ["mcts", "beam", "bon", "greedy"])
+def test_method_on_demo_problems(method, policy_backend, sandbox, grader, tmp_path):
+    problems = load_benchmark("demo_test", limit=3)
+    fmt = make_format("natural", "chat", chat=policy_backend.chat_prompt)
+    config = SearchConfig(step_format="natural", prompt_style="chat", **SMALL)
+    value_fn = length_value if method == "beam" else None
+    done = []
+    trees, stats = run_search(method, problems, policy_backend, fmt, config, None, grader, value_fn,
+                              on_tree_done=done.append, progress=False)
+    assert [t.problem_id for t in trees] == [p.id for p in problems] and len(done) == 3
+    for tree in trees:
+        check_tree(tree, config)
+        assert tree.meta["method"] == method
+        assert tree.terminals(), "every search ends some trajectory"
+    assert stats.problems == 3 and stats.batches >= 1 and stats.requests >= 3
+    assert stats.generated_tokens == sum(t.meta["tokens"] for t in trees) > 0
+    assert stats.prompt_tokens == sum(t.meta["prompt_tokens"] for t in trees) > 0
+    if method == "greedy":
+        assert stats.rollouts == 3 and all(len(t.children(t.root)) == 1 for t in trees)
+    if method == "bon":
+        assert all(len(t.children(t.root)) == 2 for t in trees)
+    if method == "beam":
+        assert all(n.prior is not None for t in trees for n in t.nodes[1:] if not n.is_terminal)
+    path = tmp_path / "trees.jsonl"
+    write_trees(path, trees)
+    assert [t.to_dict() for t in read_trees(path)] == [t.to_dict() for t in trees]
+
+
+def test_mcts_code_format_on_gsm8k(policy_backend, sandbox, grader):
+    problems = load_benchmark("gsm8k", limit=3)
+    fmt = make_format("code", "few_shot")
+    config = SearchConfig(**{**SMALL, "max_step_tokens": 64})
+    trees, stats = run_search("mcts", problems, policy_backend, fmt, config, sandbox, grader, progress=False)
+    ran = [n for t in trees for n in t.nodes if n.code_output is not None]
+    assert ran, "some step ran its program"
+    for tree in trees:
+        check_tree(tree, config)
+        assert 1 <= tree.meta["rollouts"] <= config.rollouts
+        assert len(tree.children(tree.root)) <= config.n_candidates
+    for node in ran:
+        assert node.code_error == (node.consecutive_errors > 0)
+    assert stats.rollouts == sum(t.meta["rollouts"] for t in trees)
