@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_groups():
     """Command groups defined beside their code (search, data, train, evaluate, servers, runs)."""
-    return []
+    from evaluation.cli import add_evaluate_command
+    from evomath.search.cli import add_search_command
+    from training.cli import add_data_commands, add_train_commands
+
+    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command]
 
 
 def main(argv: list[str] | None = None) -> int:

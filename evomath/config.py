@@ -119,17 +119,6 @@ class EvalConfig(_Config):
     seed: int = 0
 
 
-class RoundConfig(_Config):
-    """One round of self-evolution; round k uses round k-1's models unless named here."""
-
-    round: int = 1
-    policy: str = "smollm2-135m"
-    ppm: str | None = None
-    # Extra rollouts for hard problems, per round (rStar: 16, 16, 16, then 64 and 128 in round 4).
-    hard_extra_rollouts: list[int] = [16]
-    temperature: float | None = None
-
-
 class ExperimentConfig(_Config):
     """Everything one evolution needs; ``configs/*.yaml`` are instances of this."""
 
@@ -139,6 +128,9 @@ class ExperimentConfig(_Config):
     policy: str = "smollm2-135m"
     ppm_from_round: int = Field(3, description="rStar: the PPM scores new nodes from round 3 on")
     bootstrap_temperature: float = 0.7
+    sft_from: Literal["previous", "base"] = Field(
+        "previous", description="fine-tune the previous round's policy, or the base model each round"
+    )
     engine: EngineConfig = EngineConfig()
     sandbox: SandboxConfig = SandboxConfig()
     search: SearchConfig = SearchConfig()

@@ -1,0 +1,352 @@
+"""One round of self-evolution as plain functions over a run directory (DESIGN.md, "The loop").
+
+Each stage reads files of earlier stages and writes its own, then records its metrics in
+``stage-<name>.json`` together with a key made of the config and its input files' hashes. A stage
+whose key is unchanged is skipped, so an interrupted round resumes where it stopped; generation
+also resumes inside the stage, since finished trees are appended one by one. ``tasks/`` wraps these
+functions for Prefect with the same keys; nothing here knows about Prefect or MLflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from evomath import engines
+from evomath.config import ExperimentConfig, SearchConfig
+from evomath.problems import Problem, load_benchmark
+from evomath.tree import Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
+
+log = logging.getLogger(__name__)
+
+STAGES = [
+    "generate", "extra_rollouts", "bucket", "select_sft", "build_pairs", "train_policy", "train_ppm", "evaluate",
+]
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class RoundContext:
+    config: ExperimentConfig
+    round: int
+    dir: Path
+    policy: str  # the model this round generates with
+    ppm: str | None  # the previous round's PPM, if any
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    @property
+    def uses_ppm(self) -> bool:
+        return self.ppm is not None and self.round >= self.config.ppm_from_round
+
+
+def experiment_dir(config: ExperimentConfig) -> Path:
+    return Path(config.run_dir) / config.name
+
+
+def round_dir(config: ExperimentConfig, k: int) -> Path:
+    return experiment_dir(config) / f"round-{k}"
+
+
+def round_context(config: ExperimentConfig, k: int, policy: str | None = None, ppm: str | None = None) -> RoundContext:
+    """Round k generates with round k-1's policy and PPM unless told otherwise."""
+    previous = round_dir(config, k - 1)
+    if policy is None:
+        policy = str(previous / "policy") if k > 1 and (previous / "policy").is_dir() else config.policy
+    if ppm is None and k > 1 and (previous / "ppm").is_dir():
+        ppm = str(previous / "ppm")
+    directory = round_dir(config, k)
+    directory.mkdir(parents=True, exist_ok=True)
+    return RoundContext(config=config, round=k, dir=directory, policy=policy, ppm=ppm)
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def round_search_config(ctx: RoundContext) -> SearchConfig:
+    """rStar samples at 0.7 in the bootstrap round and at the configured temperature after."""
+    search = ctx.config.search
+    if ctx.round == 1:
+        search = search.model_copy(update={"temperature": ctx.config.bootstrap_temperature})
+    return search.model_copy(update={"seed": search.seed + 1000 * ctx.round})
+
+
+def training_problems(config: ExperimentConfig) -> list[Problem]:
+    return load_benchmark(config.data.source, limit=config.data.limit, seed=config.data.seed)
+
+
+def _policy_format(ctx: RoundContext, model: str | None = None):
+    """The step format with the policy's own chat template (no engine needed)."""
+    from evomath.formats import make_format
+
+    search = ctx.config.search
+    chat = None
+    if search.prompt_style == "chat":
+        from evomath.models import resolve_model
+        from training.sft_data import chat_fn
+
+        chat = chat_fn(resolve_model(model or ctx.policy))
+    return make_format(search.step_format, search.prompt_style, chat)
+
+
+def _value_fn(ctx: RoundContext):
+    if not ctx.uses_ppm:
+        return None
+    from evomath.scoring import load_scorer
+
+    return load_scorer(ctx.ppm)
+
+
+def _search_tools(ctx: RoundContext):
+    from evomath.grading import Grader
+    from evomath.sandbox import Sandbox
+
+    return Sandbox(ctx.config.sandbox), Grader(workers=1)
+
+
+def _trees_final(ctx: RoundContext) -> Path:
+    return ctx.path("trees-final.jsonl")
+
+
+# ---------------------------------------------------------------- stages
+
+
+def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
+    """MCTS over the round's problems into trees.jsonl, skipping problems already searched."""
+    from evomath.search import mcts
+
+    problems = training_problems(ctx.config)
+    out = ctx.path("trees.jsonl")
+    done = _recover_trees(out)
+    todo = [p for p in problems if p.id not in done]
+    backend = engines.get_backend(ctx.policy, ctx.config.engine)
+    fmt = _policy_format(ctx)
+    count = len(done)
+
+    def keep(tree: Tree) -> None:
+        nonlocal count
+        append_trees(out, [tree])
+        count += 1
+        if on_progress:
+            on_progress(count, len(problems))
+
+    sandbox, grader = _search_tools(ctx)
+    start = time.perf_counter()
+    with sandbox, grader:
+        _, stats = mcts(todo, backend, fmt, round_search_config(ctx), sandbox, grader, _value_fn(ctx), keep) if todo else (
+            [], None)
+    trees = list(read_trees(out))
+    solved = sum(any(n.correct for n in t.answered()) for t in trees)
+    metrics = {
+        "problems": len(trees),
+        "resumed_problems": len(done),
+        "solve_rate": solved / len(trees) if trees else 0.0,
+        "seconds": time.perf_counter() - start,
+    }
+    if stats is not None:
+        metrics |= {"generated_tokens": stats.generated_tokens, "tokens_per_s": stats.tokens_per_second}
+    return metrics | {"artifacts": {"trees": str(out)}}
+
+
+def _recover_trees(path: Path) -> dict[str, Tree]:
+    """Finished trees of an interrupted run; a torn last line is dropped from the file."""
+    if not path.exists():
+        return {}
+    trees = {t.problem_id: t for t in read_trees(path)}
+    write_trees(path, trees.values())
+    return trees
+
+
+def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
+    """More rollouts with new seeds for hard problems (rStar: 16, and 64 then 128 in round 4)."""
+    from evomath.search import mcts
+    from training.buckets import hard_problem_ids
+
+    trees = list(read_trees(ctx.path("trees.jsonl")))
+    schedule = ctx.config.hard_extra_rollouts.get(ctx.round, [])
+    by_id = {p.id: p for p in training_problems(ctx.config)}
+    hard_before = len(hard_problem_ids(trees))
+    sandbox, grader = _search_tools(ctx)
+    with sandbox, grader:
+        for attempt, rollouts in enumerate(schedule, 1):
+            hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
+            if not hard or rollouts <= 0:
+                break
+            base = round_search_config(ctx)
+            # A continued tree keeps counting: it gets ``rollouts`` more on top of what it had.
+            config = base.model_copy(update={"seed": base.seed + 100 * attempt, "rollouts": rollouts})
+            backend = engines.get_backend(ctx.policy, ctx.config.engine)
+            mcts([by_id[t.problem_id] for t in hard], backend, _policy_format(ctx), config, sandbox, grader,
+                 _value_fn(ctx), trees=hard, progress=True)
+    write_trees(_trees_final(ctx), trees)
+    hard_after = len(hard_problem_ids(trees))
+    return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,
+            "artifacts": {"trees_final": str(_trees_final(ctx))}}
+
+
+def bucket(ctx: RoundContext) -> dict:
+    """Easy / medium / hard counts per round: the round's headline."""
+    from training.buckets import bucket_counts, bucket_of
+
+    trees = list(read_trees(_trees_final(ctx)))
+    counts = bucket_counts(trees)
+    per_problem = {t.problem_id: bucket_of(t) for t in trees}
+    write_jsonl(ctx.path("buckets.jsonl"), ({"problem_id": k, "bucket": v} for k, v in per_problem.items()))
+    return {**counts, "problems": len(trees), "artifacts": {"buckets": str(ctx.path("buckets.jsonl"))}}
+
+
+def select_sft(ctx: RoundContext) -> dict:
+    from training.sft_data import make_sft_data
+
+    info = make_sft_data(_trees_final(ctx), ctx.path("sft.jsonl"), _policy_format(ctx), top_k=2)
+    return {"sft_examples": info["examples"], "sft_problems": info["problems"],
+            "artifacts": {"sft": str(ctx.path("sft.jsonl"))}}
+
+
+def build_pairs(ctx: RoundContext) -> dict:
+    """PPM pairs; a round without any (every problem easy or hard) keeps the previous PPM."""
+    from training.ppm_pairs import make_pairs
+    from training.trajectories import TrainingInputError
+
+    out = ctx.path("pairs.jsonl")
+    try:
+        info = make_pairs(_trees_final(ctx), out, _policy_format(ctx), ctx.config.ppm)
+    except TrainingInputError as err:
+        log.warning("round %d: %s", ctx.round, err)
+        write_jsonl(out, [])
+        return {"pairs": 0, "pair_problems": 0, "artifacts": {"pairs": str(out)}}
+    by_depth = {f"pairs_depth_{depth}": n for depth, n in info["by_depth"].items()}
+    return {"pairs": info["pairs"], "pair_problems": info["problems"], **by_depth, "artifacts": {"pairs": str(out)}}
+
+
+def train_policy(ctx: RoundContext) -> dict:
+    from evomath.models import resolve_model
+    from training.sft import train_sft
+
+    engines.release()
+    base = ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy
+    metrics = train_sft(ctx.path("sft.jsonl"), resolve_model(base), ctx.path("policy"), ctx.config.sft,
+                        overwrite=True)
+    return _numbers(metrics) | {"artifacts": {"policy": str(ctx.path("policy"))}}
+
+
+def train_ppm(ctx: RoundContext) -> dict:
+    """The PPM starts from this round's policy (rStar); no pairs means no new PPM."""
+    from training.ppm import train_ppm as train
+
+    pairs = ctx.path("pairs.jsonl")
+    if not any(True for _ in read_jsonl(pairs)):
+        return {"ppm_trained": 0, "artifacts": {}}
+    engines.release()
+    metrics = train(pairs, ctx.path("policy"), ctx.path("ppm"), ctx.config.ppm, overwrite=True,
+                    step_format=ctx.config.search.step_format)
+    return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path("ppm"))}}
+
+
+def round_models(ctx: RoundContext) -> tuple[str, str | None]:
+    """The models this round produced (its PPM, or the previous one when none was trained)."""
+    ppm = ctx.path("ppm")
+    return str(ctx.path("policy")), str(ppm) if ppm.is_dir() else ctx.ppm
+
+
+def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = None) -> dict:
+    """The round's policy (and PPM) on the configured benchmarks and methods."""
+    from evaluation.run import evaluate_models
+
+    new_policy, new_ppm = round_models(ctx)
+    summary = evaluate_models(ctx.config, policy or new_policy, ppm or new_ppm, ctx.path("eval"))
+    return summary
+
+
+STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
+    "generate": generate, "extra_rollouts": extra_rollouts, "bucket": bucket, "select_sft": select_sft,
+    "build_pairs": build_pairs, "train_policy": train_policy, "train_ppm": train_ppm, "evaluate": evaluate,
+}
+STAGE_INPUTS: dict[str, list[str]] = {
+    "generate": [],
+    "extra_rollouts": ["trees.jsonl"],
+    "bucket": ["trees-final.jsonl"],
+    "select_sft": ["trees-final.jsonl"],
+    "build_pairs": ["trees-final.jsonl"],
+    "train_policy": ["sft.jsonl"],
+    "train_ppm": ["pairs.jsonl", "policy/model.safetensors"],
+    "evaluate": ["policy/model.safetensors", "ppm/model.safetensors"],
+}
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# ---------------------------------------------------------------- resume
+
+
+def stage_inputs(ctx: RoundContext, stage: str) -> list[Path]:
+    return [ctx.path(name) for name in STAGE_INPUTS[stage]]
+
+
+def stage_key(ctx: RoundContext, stage: str) -> str:
+    """Hash of the stage, the config, the models it starts from and its input files' contents."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([stage, ctx.round, ctx.policy, ctx.ppm]).encode())
+    digest.update(ctx.config.model_dump_json().encode())
+    for path in stage_inputs(ctx, stage):
+        digest.update(path.name.encode())
+        digest.update(_file_hash(path).encode())
+    return digest.hexdigest()
+
+
+def _file_hash(path: Path) -> str:
+    if not path.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def finished_stage(ctx: RoundContext, stage: str) -> dict | None:
+    """The recorded metrics of a stage that already ran on the same inputs, else None."""
+    record = ctx.path(f"stage-{stage}.json")
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text())
+    return saved["metrics"] if saved.get("key") == stage_key(ctx, stage) else None
+
+
+def run_stage(ctx: RoundContext, stage: str, **kwargs) -> dict:
+    """Run one stage unless it already ran on the same inputs; record its metrics last."""
+    cached = finished_stage(ctx, stage)
+    if cached is not None:
+        return cached
+    key = stage_key(ctx, stage)
+    start = time.perf_counter()
+    metrics = STAGE_FUNCTIONS[stage](ctx, **kwargs)
+    metrics["stage_seconds"] = time.perf_counter() - start
+    _write_json(ctx.path(f"stage-{stage}.json"), {"stage": stage, "key": key, "metrics": metrics})
+    return metrics
+
+
+def _write_json(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+
+
+def run_round(ctx: RoundContext, on_stage: Callable[[str, dict], None] | None = None) -> dict:
+    """Every stage in order (plain Python; the Prefect flow does the same through tasks)."""
+    results = {}
+    for stage in STAGES:
+        log.info("round %d: %s", ctx.round, stage)
+        results[stage] = run_stage(ctx, stage)
+        if on_stage:
+            on_stage(stage, results[stage])
+    engines.release()
+    return results
