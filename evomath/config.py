@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class _Config(BaseModel):
@@ -143,8 +143,15 @@ class ExperimentConfig(_Config):
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a YAML config; pydantic's error names the bad field."""
+    """Read a YAML config; an error names the file and every bad field."""
     path = Path(path)
     with path.open() as fh:
-        raw = yaml.safe_load(fh) or {}
-    return ExperimentConfig.model_validate(raw)
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML: {err}") from None
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{path}: {problems}") from None
