@@ -1,0 +1,5 @@
+"""A round's data and training stages: buckets, SFT data, PPM pairs, policy SFT and PPM training."""
+
+
+class TrainingInputError(ValueError):
+    """The input cannot yield what was asked (no data, bad directory ...); the message says why."""

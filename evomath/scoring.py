@@ -1,0 +1,190 @@
+"""The process preference model as a value function: (question, steps so far) -> score in [-1, 1].
+
+A PPM directory is a plain ``AutoModelForSequenceClassification`` (one label) whose ``config.json``
+carries ``"evomath_ppm": {"head": "tanh", "format": ...}``. The raw score is the linear head's output
+at the last token; the PPM's score is its tanh, the same bounded value its Bradley-Terry loss was
+trained on. Any other directory is refused, so a policy can never be mistaken for a PPM.
+
+Two serving backends give the same scores: transformers in this process, or vLLM's pooling runner
+(``LLM(runner="pooling")``). Both read token ids from ``encode``, the tokenisation training used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Literal, Sequence
+
+from evomath.config import EngineConfig
+
+MARKER_KEY = "evomath_ppm"
+HEAD = "tanh"
+Backend = Literal["transformers", "vllm"]
+DEFAULT_BACKEND: Backend = "transformers"
+# A PPM engine shares the machine with the policy's: a small share of GPU memory, a small CPU KV cache.
+DEFAULT_ENGINE = EngineConfig(dtype="float32", gpu_memory_utilization=0.2, cpu_kv_cache_gb=0.5)
+
+
+class NotAPPMError(ValueError):
+    """A directory given as a PPM is not one; the message says what is wrong."""
+
+
+def ppm_text(question: str, trajectory: str) -> str:
+    """What the PPM reads: the bare question (no few-shot prompt), a blank line, the solution so far."""
+    return f"{question.strip()}\n\n{trajectory}"
+
+
+def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of PPM texts; training and both backends all go through here."""
+    return tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+
+
+def ppm_marker(path: str | Path) -> dict:
+    """The directory's PPM marker; raises ``NotAPPMError`` naming what is missing."""
+    config_path = Path(path) / "config.json"
+    if not config_path.is_file():
+        raise NotAPPMError(f"{path} is not a model directory (no config.json)")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as err:
+        raise NotAPPMError(f"{config_path} is not valid JSON ({err.msg})") from None
+    marker = config.get(MARKER_KEY)
+    if not isinstance(marker, dict) or marker.get("head") != HEAD:
+        kind = ", ".join(config.get("architectures") or ["unknown architecture"])
+        raise NotAPPMError(f"{path} is not an evomath PPM ({kind}, no '{MARKER_KEY}' marker in config.json)")
+    return marker
+
+
+def is_ppm_dir(path: str | Path) -> bool:
+    try:
+        ppm_marker(path)
+    except NotAPPMError:
+        return False
+    return True
+
+
+class PPMScorer:
+    """Scores partial solutions; an instance is a ``ValueFn`` for MCTS, beam search and best-of-N."""
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        backend: Backend = DEFAULT_BACKEND,
+        batch_size: int = 16,
+        fmt=None,
+        engine: EngineConfig | None = None,
+    ):
+        self.model_dir = str(model_dir)
+        self.marker = ppm_marker(model_dir)
+        self._fmt = fmt
+        self.batch_size = batch_size
+        self.backend = backend
+        if backend == "transformers":
+            self._impl = _TransformersPPM(self.model_dir)
+        elif backend == "vllm":
+            self._impl = _VLLMPPM(self.model_dir, engine or DEFAULT_ENGINE)
+        else:
+            raise ValueError(f"unknown PPM backend {backend!r}: use 'transformers' or 'vllm'")
+
+    @property
+    def fmt(self):
+        """The step format the PPM was trained with (from its marker) unless one was given."""
+        if self._fmt is None:
+            self._fmt = _format_named(self.marker.get("format"))
+        return self._fmt
+
+    def __call__(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
+        return self.score(items)
+
+    def score(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
+        texts = [ppm_text(question, self.fmt.trajectory(list(steps))) for question, steps in items]
+        return self.score_texts(texts)
+
+    def score_texts(self, texts: Sequence[str]) -> list[float]:
+        """tanh of the raw head output, for texts already built with ``ppm_text``."""
+        if not texts:
+            return []
+        ids = encode(self._impl.tokenizer, texts)
+        return [math.tanh(raw) for raw in self._impl.raw_scores(ids, self.batch_size)]
+
+    def close(self) -> None:
+        self._impl.close()
+
+
+def load_scorer(path: str | Path, backend: Backend = DEFAULT_BACKEND, **kwargs) -> PPMScorer:
+    """A scorer for a PPM directory; anything else is refused with the reason (``NotAPPMError``)."""
+    return PPMScorer(path, backend=backend, **kwargs)
+
+
+def _format_named(name: str | None):
+    from evomath.formats import make_format
+
+    return make_format(name or "code")
+
+
+class _TransformersPPM:
+    def __init__(self, model_dir: str):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.torch = torch
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()
+        self.pad_id = self.model.config.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def raw_scores(self, ids: list[list[int]], batch_size: int) -> list[float]:
+        """Batches of similar length (less padding), results put back in input order."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        scores = [0.0] * len(ids)
+        with self.torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                for i, value in zip(chunk, self._forward([ids[i] for i in chunk]), strict=True):
+                    scores[i] = value
+        return scores
+
+    def _forward(self, batch: list[list[int]]) -> list[float]:
+        torch = self.torch
+        width = max(len(x) for x in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        return logits[:, 0].float().tolist()
+
+    def close(self) -> None:
+        del self.model
+
+
+class _VLLMPPM:
+    """vLLM's pooling runner. Build it under ``if __name__ == "__main__":`` or in a worker process."""
+
+    def __init__(self, model_dir: str, engine: EngineConfig):
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        from vllm import LLM
+
+        from evomath.backends.vllm_backend import engine_kwargs
+
+        self.llm = LLM(**engine_kwargs(model_dir, engine), runner="pooling")
+        self.tokenizer = self.llm.get_tokenizer()
+
+    def raw_scores(self, ids: list[list[int]], batch_size: int) -> list[float]:
+        from vllm import PoolingParams
+
+        prompts = [{"prompt_token_ids": seq} for seq in ids]
+        outputs = self.llm.classify(prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
+        return [float(out.outputs.probs[0]) for out in outputs]
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if shutdown:
+            shutdown()
+        del self.llm

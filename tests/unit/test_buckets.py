@@ -1,0 +1,57 @@
+"""Difficulty buckets on hand-made trees."""
+
+from evomath.tree import Tree
+from training.buckets import bucket_counts, bucket_of, hard_problem_ids
+
+
+def tree_with(pid: str, *outcomes) -> Tree:
+    """A root with one step per outcome: True/False = graded answer, None = ungraded answer, "too_deep" etc."""
+    tree = Tree(pid, f"question {pid}", "7")
+    for i, outcome in enumerate(outcomes):
+        if isinstance(outcome, str):
+            tree.add_child(tree.root, f"step {i}", terminal=outcome)
+        else:
+            tree.add_child(tree.root, f"step {i}", terminal="answer", answer="7", correct=outcome)
+    return tree
+
+
+def test_all_answered_correct_is_easy_even_with_failed_branches():
+    assert bucket_of(tree_with("p", True, True)) == "easy"
+    assert bucket_of(tree_with("p", True, "too_deep", "code_errors")) == "easy"
+
+
+def test_mixed_answers_are_medium():
+    assert bucket_of(tree_with("p", True, False)) == "medium"
+    assert bucket_of(tree_with("p", False, "too_deep", True)) == "medium"
+
+
+def test_no_correct_answer_is_hard():
+    assert bucket_of(tree_with("p", False, False)) == "hard"
+    assert bucket_of(tree_with("p", None, False)) == "hard"  # an ungraded answer is not a correct one
+
+
+def test_no_answered_terminal_at_all_is_hard():
+    assert bucket_of(tree_with("p", "too_deep", "code_errors", "no_step")) == "hard"
+    assert bucket_of(tree_with("p")) == "hard"  # the search produced nothing
+
+
+def test_counts_list_every_bucket_and_hard_ids_keep_order():
+    trees = [
+        tree_with("e1", True),
+        tree_with("h1", False),
+        tree_with("m1", True, False),
+        tree_with("h2", "too_deep"),
+        tree_with("e2", True, True),
+    ]
+    assert bucket_counts(trees) == {"easy": 2, "medium": 1, "hard": 2}
+    assert bucket_counts([]) == {"easy": 0, "medium": 0, "hard": 0}
+    assert hard_problem_ids(trees) == ["h1", "h2"]
+
+
+def test_a_deep_correct_answer_counts():
+    tree = Tree("deep", "q", "7")
+    first = tree.add_child(tree.root, "a")
+    second = tree.add_child(first, "b")
+    tree.add_child(second, "c", terminal="answer", answer="7", correct=True)
+    tree.add_child(first, "d", terminal="answer", answer="8", correct=False)
+    assert bucket_of(tree) == "medium"

@@ -1,0 +1,173 @@
+"""What both trainers share: checked inputs, precision per device, and all-or-nothing model directories.
+
+A model directory is written under a staging name beside its destination and renamed into place
+only when complete, so a crash or a refused input never leaves an empty or half-written model
+where evaluation, vLLM or the next round would pick it up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from evomath.tree import read_jsonl
+from training import TrainingInputError
+
+
+def read_rows(path: str | Path, required: Sequence[str], what: str) -> list[dict]:
+    """All rows of a JSONL data file, refusing a missing or empty file and rows without ``required`` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingInputError(f"{what} file {path} does not exist")
+    rows = list(read_jsonl(path))
+    if not rows:
+        raise TrainingInputError(f"{what} file {path} is empty: nothing to train on")
+    for lineno, row in enumerate(rows, 1):
+        missing = [key for key in required if not isinstance(row.get(key), str)]
+        if missing:
+            raise TrainingInputError(f"{path}: row {lineno} lacks text field(s) {', '.join(missing)}")
+    return rows
+
+
+def check_base_model(path: str | Path) -> Path:
+    """A base model must be a complete local directory (names are resolved by the command line)."""
+    from evomath.models import ModelError, check_model_dir
+
+    try:
+        return check_model_dir(path)
+    except ModelError as err:
+        raise TrainingInputError(f"base model: {err}") from None
+
+
+def has_model(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Refuse to replace a model unless asked, and never to replace a directory holding something else."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainingInputError(f"output {out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not has_model(out):
+            raise TrainingInputError(f"output directory {out} is not empty and holds no model; refusing to replace it")
+        if not overwrite:
+            raise TrainingInputError(f"output directory {out} already holds a model (overwrite=True / --overwrite)")
+    return out
+
+
+def is_main_process() -> bool:
+    """Rank 0 under ``accelerate launch``/``torchrun`` (which set RANK), or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def staged_model_dir(out_dir: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging directory beside ``out_dir``; on success it replaces ``out_dir``, on failure it is removed.
+
+    The staging name is fixed (not random) so that every process of a multi-GPU run agrees on it.
+    """
+    out = check_out_dir(out_dir, overwrite)
+    stage = out.parent / f".{out.name}.partial"
+    main = is_main_process()
+    if main:
+        shutil.rmtree(stage, ignore_errors=True)  # left by a run that was killed
+        stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        if main:
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if main:
+        _replace_dir(stage, out)
+
+
+def _replace_dir(stage: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[None]:
+    """Silence datasets' and transformers' own bars (tokenising, loading) when progress is off."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets_on, hf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if hf_on:
+            hf_logging.enable_progress_bar()
+
+
+def precision_args() -> dict:
+    """bf16 mixed precision, gradient checkpointing and pinned memory on GPUs; plain fp32 on CPUs.
+
+    TRL turns bf16 and gradient checkpointing on by default, which only slows a CPU down.
+    """
+    import torch
+
+    gpu = torch.cuda.is_available()
+    return {
+        "bf16": gpu and torch.cuda.is_bf16_supported(),
+        "gradient_checkpointing": gpu,
+        "dataloader_pin_memory": gpu,
+    }
+
+
+def common_trainer_args(config, scratch: Path, progress: bool, max_steps: int | None) -> dict:
+    """TrainingArguments fields shared by the SFT and PPM trainers, from an SFTConfig/PPMConfig."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    accumulation = max(1, config.batch_size // (config.per_device_batch_size * world))
+    return {
+        "output_dir": str(scratch),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "max_steps": max_steps if max_steps is not None else -1,
+        "per_device_train_batch_size": config.per_device_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "warmup_steps": getattr(config, "warmup_ratio", 0.0),  # below 1: a fraction of the steps
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 1,
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+        **precision_args(),
+    }
+
+
+FSDP_CONFIG = Path(__file__).with_name("accelerate_fsdp.yaml")
+
+
+def accelerate_command(cli_args: Sequence[str], num_gpus: int) -> list[str]:
+    """``accelerate launch`` with the shipped FSDP config, one process per GPU, running ``training.cli``."""
+    launch = ["accelerate", "launch", "--config_file", str(FSDP_CONFIG), "--num_processes", str(num_gpus)]
+    return [*launch, "-m", "training.cli", *cli_args]
+
+
+def lora_config(config, task_type: str):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type=task_type,
+    )

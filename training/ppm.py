@@ -1,0 +1,214 @@
+"""Process preference model training (rStar step 6).
+
+The PPM starts from this round's policy with the language-model head replaced by a scalar head
+(``AutoModelForSequenceClassification``, one label) and is trained with the pairwise Bradley-Terry
+loss -log σ(r_chosen - r_rejected).
+
+Decision: TRL's ``RewardTrainer``, subclassed so the loss is taken over r = tanh(head output).
+rStar's PPM *is* the tanh-bounded score: its head is "a linear layer and a tanh", and the BT loss is
+over those bounded rewards. Training the raw score and applying tanh only at inference would rank
+the same way (tanh is monotonic) but optimise a different objective: the raw margin grows without
+bound, while over tanh scores the margin is at most 2, so the loss saturates and keeps scores on the
+[-1, 1] scale the search mixes with terminal rewards (+1/-1) and Q values. Subclassing keeps TRL's
+data handling, collator, LoRA, FSDP and logging; only ``compute_loss`` changes. The saved model is a
+plain sequence-classification model (raw head), and scorers apply the tanh (``evomath.scoring``).
+
+Texts are tokenised here with ``evomath.scoring.encode`` (no EOS appended), the tokenisation both
+serving backends use, so the PPM is scored on exactly what it was trained on. Pair accuracy is
+measured on ``heldout_fraction`` of the pairs, held out by whole problems (pairs of one problem share
+prefixes, so a random split would leak), with the saved directory loaded back through the scorer.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from evomath.config import PPMConfig
+from evomath.scoring import HEAD, MARKER_KEY, PPMScorer, encode
+from training import TrainingInputError
+from training.model_io import (
+    check_base_model,
+    common_trainer_args,
+    is_main_process,
+    lora_config,
+    progress_bars,
+    read_rows,
+    staged_model_dir,
+)
+
+
+def train_ppm(
+    pairs_path: str | Path,
+    base_model_dir: str | Path,
+    out_dir: str | Path,
+    config: PPMConfig,
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
+    max_steps: int | None = None,
+    step_format: str | None = None,
+) -> dict:
+    """Train a PPM from the policy in ``base_model_dir`` on the pairs JSONL into ``out_dir``."""
+    rows = read_rows(pairs_path, ("prompt", "chosen", "rejected"), "PPM pairs")
+    fmt_name = step_format or rows[0].get("format")
+    if not fmt_name:
+        raise TrainingInputError(f"{pairs_path}: the pairs name no step format; pass step_format")
+    base = check_base_model(base_model_dir)
+    train_rows, heldout = split_heldout(rows, config.heldout_fraction, config.seed)
+    with (
+        progress_bars(progress),
+        staged_model_dir(out_dir, overwrite) as stage,
+        tempfile.TemporaryDirectory() as scratch,
+    ):
+        trainer = build_trainer(train_rows, base, Path(scratch), config, progress, max_steps)
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+        save_ppm(trainer, base, stage, Path(scratch), config.lora, fmt_name)
+        accuracy = pair_accuracy(stage, heldout) if heldout and is_main_process() else None
+    return {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "pairs": len(train_rows),
+        "pairs_too_long": len(train_rows) - len(trainer.train_dataset),
+        "heldout_pairs": len(heldout),
+        "heldout_accuracy": accuracy,
+        "seconds": seconds,
+        "pairs_per_s": trainer.pairs_seen / seconds if seconds else 0.0,
+        "lora": config.lora,
+        "out_dir": str(out_dir),
+    }
+
+
+def split_heldout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Hold out whole problems, in a seeded order, until ``fraction`` of the pairs is held out.
+
+    At least one problem always stays in training; with a single problem, single pairs are held out.
+    """
+    if fraction <= 0 or len(rows) < 2:
+        return rows, []
+    target = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+    per_problem = Counter(row.get("problem_id") for row in rows)
+    keys = sorted(per_problem, key=str)
+    rng = random.Random(seed)
+    rng.shuffle(keys)
+    if len(keys) == 1:
+        held_idx = set(rng.sample(range(len(rows)), target))
+        return _partition(rows, lambda i, row: i in held_idx)
+    held, count = set(), 0
+    for key in keys[:-1]:
+        if count >= target:
+            break
+        held.add(key)
+        count += per_problem[key]
+    return _partition(rows, lambda i, row: row.get("problem_id") in held)
+
+
+def _partition(rows, is_held) -> tuple[list[dict], list[dict]]:
+    train, held = [], []
+    for i, row in enumerate(rows):
+        (held if is_held(i, row) else train).append(row)
+    return train, held
+
+
+def _tanh_reward_trainer_class():
+    """Built on first use so importing this module does not import TRL (slow) for the command line's help."""
+    import torch
+    from trl import RewardTrainer
+
+    class TanhRewardTrainer(RewardTrainer):
+        """RewardTrainer whose Bradley-Terry loss is over tanh-bounded scores (see the module docstring)."""
+
+        pairs_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            mode = "train" if self.model.training else "eval"
+            inputs["use_cache"] = False
+            outputs = model(**inputs)
+            chosen, rejected = torch.chunk(torch.tanh(outputs.logits.squeeze(-1)), chunks=2)
+            loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+            if mode == "train":
+                self.pairs_seen += chosen.shape[0]
+            with torch.no_grad():
+                self._metrics[mode]["accuracy"].append((chosen > rejected).float().mean().item())
+                self._metrics[mode]["margin"].append((chosen - rejected).mean().item())
+            return (loss, outputs) if return_outputs else loss
+
+    return TanhRewardTrainer
+
+
+def build_trainer(rows: list[dict], base: Path, scratch: Path, config: PPMConfig, progress: bool, max_steps):
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import RewardConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    chosen = encode(tokenizer, [row["prompt"] + row["chosen"] for row in rows])
+    rejected = encode(tokenizer, [row["prompt"] + row["rejected"] for row in rows])
+    data = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+    args = RewardConfig(
+        **common_trainer_args(config, scratch, progress, max_steps),
+        model_init_kwargs={"dtype": "auto"},
+    )
+    trainer = _tanh_reward_trainer_class()(
+        model=str(base),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=lora_config(config, "SEQ_CLS") if config.lora else None,
+    )
+    if len(trainer.train_dataset) == 0:
+        raise TrainingInputError(f"every PPM pair is longer than max_length={config.max_length} tokens")
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def save_ppm(trainer, base: Path, stage: Path, scratch: Path, lora: bool, fmt_name: str) -> None:
+    """Write the PPM into ``stage`` (a LoRA adapter merged first) and mark it as one."""
+    if lora:
+        adapter = scratch / "adapter"
+        trainer.save_model(str(adapter))
+        if is_main_process():
+            merged = merge_adapter(base, adapter, trainer.model.config.pad_token_id)
+            merged.save_pretrained(str(stage))
+            trainer.processing_class.save_pretrained(str(stage))
+    else:
+        trainer.save_model(str(stage))
+    if is_main_process():
+        mark_ppm(stage, fmt_name)
+
+
+def merge_adapter(base: Path, adapter: Path, pad_token_id: int | None):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=1, dtype="auto", pad_token_id=pad_token_id
+    )
+    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+
+
+def mark_ppm(model_dir: Path, fmt_name: str) -> None:
+    """Add the marker that evaluation and ``load_scorer`` check before using a directory as a PPM."""
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    config[MARKER_KEY] = {"head": HEAD, "format": fmt_name}
+    path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def pair_accuracy(model_dir: Path, rows: list[dict]) -> float:
+    """Share of pairs whose chosen text the saved PPM scores strictly above the rejected one."""
+    scorer = PPMScorer(model_dir, backend="transformers")
+    try:
+        chosen = scorer.score_texts([row["prompt"] + row["chosen"] for row in rows])
+        rejected = scorer.score_texts([row["prompt"] + row["rejected"] for row in rows])
+    finally:
+        scorer.close()
+    return sum(c > r for c, r in zip(chosen, rejected, strict=True)) / len(rows)
+

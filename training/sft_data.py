@@ -1,0 +1,79 @@
+"""Policy data (rStar step 3): per problem, the best verified trajectories, rendered for SFT.
+
+Among trajectories whose final answer is correct, the top ``top_k`` by average step Q (ties: the
+higher minimum Q). A trajectory whose code errored anywhere is dropped even if it recovered: the
+policy should not learn to write failing code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+from tqdm import tqdm
+
+from evomath.tree import Tree, read_trees, write_jsonl
+from training import TrainingInputError
+from training.trajectories import Trajectory, answered_trajectories, rank_key
+
+
+def best_correct(tree: Tree, top_k: int = 2) -> list[Trajectory]:
+    """The tree's top ``top_k`` correct, error-free trajectories; identical step lists count once."""
+    ranked = sorted((t for t in answered_trajectories(tree) if t.correct and not t.code_error), key=rank_key)
+    chosen: list[Trajectory] = []
+    for traj in ranked:
+        if len(chosen) == top_k:
+            break
+        if all(traj.steps != other.steps for other in chosen):
+            chosen.append(traj)
+    return chosen
+
+
+def select_sft(trees: Iterable[Tree], fmt, top_k: int = 2) -> list[dict]:
+    """SFT rows ``{prompt, completion, problem_id, avg_q, min_q}``; problems with no correct trajectory add none."""
+    rows = []
+    for tree in trees:
+        for traj in best_correct(tree, top_k):
+            prompt, completion = fmt.render(tree.question, list(traj.steps))
+            rows.append(
+                {
+                    "prompt": prompt,
+                    "completion": completion,
+                    "problem_id": tree.problem_id,
+                    "avg_q": traj.avg_q,
+                    "min_q": traj.min_q,
+                }
+            )
+    return rows
+
+
+def make_sft_data(trees_path: str | Path, out_path: str | Path, fmt, top_k: int = 2, progress: bool = False) -> dict:
+    """Select from a trees file and write the SFT JSONL atomically; an empty selection is an error."""
+    trees = list(read_trees(trees_path))
+    rows = select_sft(tqdm(trees, desc="SFT data", unit="tree", disable=not progress), fmt, top_k)
+    if not rows:
+        raise TrainingInputError(
+            f"{trees_path}: no correct, error-free trajectory in {len(trees)} trees, so there is nothing to "
+            "fine-tune on (every problem is hard: give hard problems more rollouts or use easier problems)"
+        )
+    write_jsonl(out_path, rows)
+    problems = len({row["problem_id"] for row in rows})
+    return {"trees": len(trees), "problems": problems, "examples": len(rows), "path": str(out_path)}
+
+
+def chat_fn(model_dir: str | Path) -> Callable[[str], str]:
+    """The model's chat template as ``user_text -> prompt``, for the "chat" prompt style."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if not tokenizer.chat_template:
+        raise TrainingInputError(
+            f"{model_dir}: the tokenizer has no chat template, which the 'chat' prompt style needs "
+            "(use prompt style 'few_shot' or 'bare', or a model with a chat template)"
+        )
+
+    def apply(user_text: str) -> str:
+        messages = [{"role": "user", "content": user_text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return apply
