@@ -105,9 +105,10 @@ def _command_groups():
     """Command groups defined beside their code (search, data, train, evaluate, servers, runs)."""
     from evaluation.cli import add_evaluate_command
     from evomath.search.cli import add_search_command
+    from evomath.servers import add_server_commands
     from training.cli import add_data_commands, add_train_commands
 
-    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command]
+    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command, add_server_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

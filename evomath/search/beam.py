@@ -53,6 +53,8 @@ class BeamSearch(SearchState):
         newly_finished = [c for c in best if c.is_terminal]
         self.finished += newly_finished
         self.rollouts += len(newly_finished)
+        # Evaluation picks among these, not among every scored answer in the tree.
+        self.tree.meta["beam_finished"] = [n.id for n in self.finished]
         self.beams = [c for c in best if not c.is_terminal]
 
 

@@ -1,0 +1,111 @@
+"""``evomath evaluate``: methods on benchmarks, a table on stdout, records and a plot on disk.
+
+Every input is checked before the engine starts (it takes a while): method and benchmark names,
+the PPM directory, saved trees. One policy backend serves the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import ExitStack
+from pathlib import Path
+
+from evaluation.methods import valid_forms
+
+
+def add_evaluate_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a policy (and PPM) on benchmarks with greedy, voting, best-of-N, beam search, MCTS",
+        description="Run evaluation methods on benchmarks; print a table (accuracy, seconds per question, "
+        "steps, solutions, tokens per question, pass@k) and write per-problem records, summary.json and "
+        "accuracy_vs_tokens.png under --out. Sampling methods share one best-of-N run of max-k samples per "
+        "problem. Seconds per question are the batched run's wall time divided by its problems.",
+        epilog=f"methods:\n{valid_forms()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--benchmark", action="append", metavar="NAME",
+                   help="gsm8k, math500, aime24, amc23, demo_test, ..., a JSONL path or hf:owner/name[:split]; "
+                   "repeatable or a comma list (default: the config's eval.benchmarks)")
+    p.add_argument("--methods", help="comma list, e.g. greedy,maj@8,ppm-bon@8,beam-3x5,mcts (default: the config's)")
+    p.add_argument("--policy", help="policy model: embedded name, directory, hub id or models:/ URI (default: the config's)")
+    p.add_argument("--ppm", help="process preference model directory or models:/ URI (ppm-*, beam, mcts, offline-ppm)")
+    p.add_argument("--ppm-backend", choices=("transformers", "vllm"), default="transformers",
+                   help="how the PPM is served (default transformers)")
+    p.add_argument("--limit", type=int, help="a seeded random subset of this many problems per benchmark")
+    p.add_argument("--seed", type=int, help="subset and sampling seed (default: the config's)")
+    p.add_argument("--format", choices=("code", "natural"), help="step format (default: the config's eval_search)")
+    p.add_argument("--prompt-style", choices=("few_shot", "bare", "chat"), help="prompt style (default: the config's)")
+    p.add_argument("--config", help="experiment YAML (ExperimentConfig): engine, sandbox, eval_search, eval")
+    p.add_argument("--out", help="output directory (default: <run_dir>/<name>/eval from the config)")
+    p.add_argument("--trees", help="saved trees for offline-* methods: a JSONL file or a folder of <benchmark>.jsonl "
+                   "(an earlier run's <out>/trees/mcts@S); default: this run's MCTS trees")
+    p.add_argument("--question-field", help="question field of a JSONL benchmark (default: question|problem)")
+    p.add_argument("--answer-field", help="answer field of a JSONL benchmark (default: answer|final_answer)")
+    p.add_argument("--id-field", help="id field of a JSONL benchmark (default: id|unique_id|problem_id, else line)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def load_ppm(spec: str, backend: str, step_format: str):
+    """The PPM scorer; a directory that is not a PPM, or a PPM of another step format, is refused."""
+    from evomath.models import resolve_model
+    from evomath.scoring import load_scorer, ppm_marker
+
+    path = resolve_model(spec)
+    trained_on = ppm_marker(path).get("format")
+    if trained_on and trained_on != step_format:
+        raise ValueError(f"PPM {spec} was trained on {trained_on} steps; evaluate with --format {trained_on}")
+    return load_scorer(path, backend=backend)
+
+
+def cmd_evaluate(args) -> int:
+    from evomath.config import ExperimentConfig, load_config
+
+    from evaluation.benchmarks import load_suite, split_names
+    from evaluation.methods import parse_methods
+    from evaluation.runner import check_inputs
+
+    config = load_config(args.config) if args.config else ExperimentConfig()
+    specs = parse_methods(args.methods or config.eval.methods)
+    seed = config.eval.seed if args.seed is None else args.seed
+    suite = load_suite(
+        split_names(args.benchmark) or config.eval.benchmarks,
+        limit=args.limit if args.limit is not None else config.eval.limit, seed=seed,
+        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
+    )
+    overrides = {"step_format": args.format, "prompt_style": args.prompt_style, "seed": args.seed}
+    search = config.eval_search.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    out = Path(args.out) if args.out else Path(config.run_dir) / config.name / "eval"
+    with ExitStack() as stack:
+        scorer = load_ppm(args.ppm, args.ppm_backend, search.step_format) if args.ppm else None
+        if scorer is not None:
+            stack.callback(scorer.close)
+        check_inputs(specs, scorer, args.trees)
+        rows = _run(stack, config, search, specs, suite, scorer, out, args)
+    from evaluation.report import format_table
+
+    print(format_table(rows))
+    print(f"\nrecords, summary.json and accuracy_vs_tokens.png in {out}")
+    return 0
+
+
+def _run(stack: ExitStack, config, search, specs, suite, scorer, out: Path, args) -> list[dict]:
+    """Build the backend, format, sandbox and grader the methods need, and evaluate."""
+    from evomath.backends import make_backend
+    from evomath.formats import make_format
+    from evomath.grading import Grader
+    from evomath.sandbox import Sandbox
+
+    from evaluation.runner import evaluate_suite
+
+    backend = fmt = sandbox = grader = None
+    if any(s.kind != "offline" for s in specs):  # offline methods only read saved trees
+        backend = make_backend(args.policy or config.policy, config.engine)
+        stack.callback(backend.close)
+        fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
+        if search.step_format == "code":
+            sandbox = stack.enter_context(Sandbox(config.sandbox))
+        grader = stack.enter_context(Grader())
+    return evaluate_suite(suite, specs, backend, fmt, search, sandbox, grader, scorer, out,
+                          trees=args.trees, progress=not args.no_progress)

@@ -1,0 +1,98 @@
+"""Per-problem evaluation records and the per-method table they sum up to.
+
+A record is one method's outcome on one problem: the chosen answer, whether it is right, and what
+it cost. Seconds come from the batched run's wall time divided by its problems (problems are
+generated together, so a per-question time only exists as an average); tokens are generated
+tokens. The table has AlphaMath's columns (accuracy, seconds per question, average steps, number
+of solutions) plus tokens per question and pass@k (some candidate solution is right).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from evomath.tree import write_jsonl
+
+from evaluation.select import Choice
+
+COLUMNS = (
+    "benchmark", "method", "problems", "accuracy", "seconds_per_question", "avg_steps",
+    "avg_solutions", "tokens_per_question", "pass_at_k",
+)
+
+
+def make_record(benchmark: str, method: str, problem, choice: Choice, tokens: int, seconds: float) -> dict:
+    chosen = choice.selected
+    return {
+        "benchmark": benchmark,
+        "method": method,
+        "problem_id": problem.id,
+        "gold": problem.answer,
+        "answer": chosen.answer if chosen else None,
+        "correct": bool(chosen and chosen.correct),
+        "any_correct": choice.any_correct,
+        "solutions": len(choice.candidates),
+        "steps": round(choice.mean_steps, 3),
+        "tokens": tokens,
+        "seconds": round(seconds, 4),
+    }
+
+
+def write_records(out_dir: str | Path, records: Sequence[dict]) -> list[Path]:
+    """``<out_dir>/<benchmark>/<method>.jsonl``, one file per benchmark and method."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["benchmark"], r["method"]), []).append(r)
+    paths = []
+    for (benchmark, method), rows in groups.items():
+        path = Path(out_dir) / benchmark / f"{method}.jsonl"
+        write_jsonl(path, rows)
+        paths.append(path)
+    return paths
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def summarize(records: Iterable[dict]) -> list[dict]:
+    """One row per (benchmark, method), in the order they first appear."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["benchmark"], r["method"]), []).append(r)
+    rows = []
+    for (benchmark, method), rs in groups.items():
+        rows.append({
+            "benchmark": benchmark,
+            "method": method,
+            "problems": len(rs),
+            "accuracy": _mean([float(r["correct"]) for r in rs]),
+            "seconds_per_question": _mean([r["seconds"] for r in rs]),
+            "avg_steps": _mean([r["steps"] for r in rs]),
+            "avg_solutions": _mean([r["solutions"] for r in rs]),
+            "tokens_per_question": _mean([r["tokens"] for r in rs]),
+            "pass_at_k": _mean([float(r["any_correct"]) for r in rs]),
+        })
+    return rows
+
+
+def write_summary(path: str | Path, rows: Sequence[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(list(rows), indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def flat_metrics(rows: Sequence[dict]) -> dict[str, float]:
+    """``{"<benchmark>/<method>/accuracy": ...}`` for trackers; '@' (not allowed in MLflow
+    metric names) is spelled '_at_'."""
+    out = {}
+    for row in rows:
+        prefix = f"{row['benchmark']}/{row['method'].replace('@', '_at_')}"
+        for column in COLUMNS[2:]:
+            out[f"{prefix}/{column}"] = float(row[column])
+    return out
