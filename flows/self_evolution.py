@@ -1,0 +1,43 @@
+"""Self-evolution: rounds 1..N of the round flow, round k starting from round k-1's models.
+
+The evolution is the parent MLflow run (params, metrics by round, plots of accuracy and bucket
+counts by round); each round is a nested run and a subflow. Re-running a killed evolution with the
+same config continues its MLflow run and skips every finished stage.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from evomath import stages
+from evomath.config import ExperimentConfig
+from evomath.tracking import Tracker
+from flows.evolution_round import config_hash, evolution_round
+from flows.scale import ScaleOut
+from tasks import reports
+
+TABLE_FILE = "evolution.json"
+
+
+@flow(name="self-evolution", log_prints=True)
+def self_evolution(
+    config: ExperimentConfig = ExperimentConfig(),
+    rounds: int | None = None,
+    scale: ScaleOut = ScaleOut(),
+) -> list[dict]:
+    """``rounds`` rounds (default ``config.rounds``, 4 like rStar-Math) of ``config``."""
+    tracker = Tracker.for_config(config)
+    directory = stages.experiment_dir(config)
+    key = f"evolution:{directory.resolve()}:{config_hash(config)}"
+    rows, evaluations = [], []
+    with tracker.run("evolution", key=key, reuse_finished=False, tags={"kind": "evolution"}) as run_id:
+        tracker.log_config(run_id, config)
+        for k in range(1, (rounds or config.rounds) + 1):
+            row = evolution_round(config, k, scale=scale, parent_run_id=run_id)
+            tracker.log_metrics(run_id, row, step=k)
+            rows.append(row)
+            evaluations.append(reports.eval_rows(stages.round_context(config, k)))
+        tracker.log_rounds(run_id, rows, evaluations)
+        reports.write_rows(directory / TABLE_FILE, rows)
+        reports.post_evolution_report(config, rows, run_id, tracker.run_url(run_id), tracker.uri)
+    return rows

@@ -1,0 +1,113 @@
+"""What a round and an evolution post to the Prefect UI: the headline table and a markdown report.
+
+A round's headline is one flat row (bucket counts, data sizes, losses, accuracies, its score), the
+same row the MLflow round run carries as metrics and the evolution table stacks by round.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from evomath.config import ExperimentConfig
+from evomath.stages import RoundContext
+from tasks.stages import artifact_key
+
+HEADLINE = {  # (stage, metric) -> column of the round's row
+    ("generate", "problems"): "problems",
+    ("generate", "solve_rate"): "solve_rate",
+    ("generate", "generated_tokens"): "generated_tokens",
+    ("bucket", "easy"): "easy",
+    ("bucket", "medium"): "medium",
+    ("bucket", "hard"): "hard",
+    ("extra_rollouts", "rescued"): "rescued",
+    ("select_sft", "sft_examples"): "sft_examples",
+    ("build_pairs", "pairs"): "ppm_pairs",
+    ("train_policy", "train_loss"): "sft_loss",
+    ("train_ppm", "train_loss"): "ppm_loss",
+    ("train_ppm", "heldout_accuracy"): "pair_accuracy",
+}
+
+
+def eval_rows(ctx: RoundContext) -> list[dict]:
+    """The round's evaluation summary (benchmark x method rows); empty when it has none."""
+    path = ctx.path("eval") / "summary.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def round_score(rows: Sequence[Mapping]) -> float:
+    """The number ``champion`` follows: mean accuracy over the evaluated benchmarks x methods."""
+    return sum(r["accuracy"] for r in rows) / len(rows) if rows else 0.0
+
+
+def round_row(ctx: RoundContext, results: Mapping[str, Mapping]) -> dict:
+    """The round's headline: selected stage metrics, accuracy per benchmark/method, score, seconds."""
+    row: dict = {"round": ctx.round}
+    for (stage, metric), column in HEADLINE.items():
+        value = results.get(stage, {}).get(metric)
+        if isinstance(value, (int, float)):
+            row[column] = value
+    evaluated = eval_rows(ctx)
+    row |= {f"{r['benchmark']}/{r['method']}": r["accuracy"] for r in evaluated}
+    row["score"] = round_score(evaluated)
+    row["seconds"] = sum(r.get("stage_seconds", 0.0) for r in results.values())
+    return row
+
+
+def format_value(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _markdown_table(rows: Sequence[Mapping]) -> str:
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(format_value(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _run_link(run_url: str | None, run_id: str, tracking_uri: str) -> str:
+    if run_url:
+        return f"[MLflow run {run_id}]({run_url})"
+    return f"MLflow run `{run_id}` in `{tracking_uri}` (start `evomath up` for a UI)"
+
+
+def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, str], run_id: str,
+                      run_url: str | None, tracking_uri: str) -> None:
+    """The round's summary table and a markdown report linking its MLflow run."""
+    create_table_artifact(
+        [{"metric": k, "value": format_value(v)} for k, v in row.items()],
+        key=artifact_key(ctx.config, "round", ctx.round, "summary"),
+        description=f"Round {ctx.round} of {ctx.config.name}: buckets, data sizes, losses, accuracies",
+    )
+    models = ", ".join(f"{kind} `models:/{kind}/{v}` (alias `round-{ctx.round}`)" for kind, v in versions.items())
+    markdown = "\n\n".join([
+        f"# Round {ctx.round} of {ctx.config.name}",
+        _run_link(run_url, run_id, tracking_uri),
+        f"Generated with `{ctx.policy}`" + (f", PPM `{ctx.ppm}`" if ctx.ppm else "") + f"; files in `{ctx.dir}`.",
+        f"Registered: {models or 'nothing'}.",
+        _markdown_table([row]),
+    ])
+    create_markdown_artifact(markdown, key=artifact_key(ctx.config, "round", ctx.round, "report"),
+                             description=f"Round {ctx.round} report")
+
+
+def post_evolution_report(config: ExperimentConfig, rows: Sequence[Mapping], run_id: str, run_url: str | None,
+                          tracking_uri: str) -> None:
+    create_table_artifact(list(rows), key=artifact_key(config, "evolution"),
+                          description=f"{config.name}: one row per round")
+    markdown = "\n\n".join([f"# Self-evolution of {config.name}", _run_link(run_url, run_id, tracking_uri),
+                            _markdown_table(rows)])
+    create_markdown_artifact(markdown, key=artifact_key(config, "evolution", "report"),
+                             description="Self-evolution report")
+
+
+def write_rows(path: Path, rows: Sequence[Mapping]) -> Path:
+    """The evolution table as a file (``evomath demo`` prints it when the run is done)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(list(rows), indent=2) + "\n")
+    tmp.replace(path)
+    return path

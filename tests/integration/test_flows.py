@@ -1,0 +1,271 @@
+"""The Prefect flows against a real Prefect server (prefect_test_harness) and a real MLflow SQLite store.
+
+``test_self_evolution_*`` run two rounds over a fake stage layer (files and metrics like the real
+one's, in seconds), to check orchestration and tracking: nested MLflow runs, params, metrics, data
+sets, plots, registered versions with their aliases, Prefect artifacts, and caching on a re-run.
+``test_round_resumes_after_kill`` runs the real stages on a tiny config: a round is killed during
+generation and re-run, and no tree may be lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from evomath import stages
+from evomath.config import ExperimentConfig, load_config
+from evomath.tree import Node, Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    """A temporary Prefect server and a fresh MLflow store for this module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("flows-home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        with prefect_test_harness(server_startup_timeout=120):
+            yield home
+
+
+# ---------------------------------------------------------------- a fake stage layer
+
+
+def _tree(problem_id: str, correct: int, wrong: int) -> Tree:
+    nodes = [Node(0, None, "", 0, visits=correct + wrong, value_sum=correct - wrong)]
+    for i in range(correct + wrong):
+        ok = i < correct
+        nodes.append(Node(i + 1, 0, f"step {i}", 1, visits=1, value_sum=1.0 if ok else -1.0, terminal="answer",
+                          answer="1" if ok else "2", correct=ok))
+        nodes[0].children.append(i + 1)
+    return Tree(problem_id, f"question {problem_id}", "1", nodes=nodes)
+
+
+def _fake_stages(scores: dict[int, float], calls: list[str]):
+    """Stage functions with the real ones' signatures, files and metric names."""
+
+    def generate(ctx, on_progress=None):
+        calls.append(f"generate-{ctx.round}")
+        for i in range(3):
+            append_trees(ctx.path("trees.jsonl"), [_tree(f"p{i}", correct=i, wrong=2 - i + 1)])
+            if on_progress:
+                on_progress(i + 1, 3)
+        return {"problems": 3, "solve_rate": 2 / 3, "generated_tokens": 300, "artifacts": {"trees": str(ctx.path("trees.jsonl"))}}
+
+    def extra_rollouts(ctx, on_progress=None):
+        write_trees(ctx.path("trees-final.jsonl"), read_trees(ctx.path("trees.jsonl")))
+        return {"hard_before": 1, "hard_after": 1, "rescued": 0, "artifacts": {"trees_final": str(ctx.path("trees-final.jsonl"))}}
+
+    def bucket(ctx):
+        write_jsonl(ctx.path("buckets.jsonl"), [{"problem_id": "p0", "bucket": "hard"}])
+        return {"easy": 0, "medium": 2, "hard": 1, "problems": 3, "artifacts": {"buckets": str(ctx.path("buckets.jsonl"))}}
+
+    def select_sft(ctx):
+        write_jsonl(ctx.path("sft.jsonl"), [{"prompt": "q", "completion": "a", "problem_id": "p1", "avg_q": 0.5}])
+        return {"sft_examples": 1, "sft_problems": 1, "artifacts": {"sft": str(ctx.path("sft.jsonl"))}}
+
+    def build_pairs(ctx):
+        write_jsonl(ctx.path("pairs.jsonl"), [{"prompt": "q", "chosen": "a", "rejected": "b", "depth": 1}])
+        return {"pairs": 1, "pair_problems": 1, "artifacts": {"pairs": str(ctx.path("pairs.jsonl"))}}
+
+    def _model(directory: Path, tag: str) -> Path:
+        directory.mkdir(exist_ok=True)
+        (directory / "config.json").write_text(json.dumps({"tag": tag}))
+        (directory / "model.safetensors").write_text(tag)
+        return directory
+
+    def train_policy(ctx):
+        _model(ctx.path("policy"), f"policy-{ctx.round}")
+        return {"train_loss": 1.0 / ctx.round, "steps": 2, "artifacts": {"policy": str(ctx.path("policy"))}}
+
+    def train_ppm(ctx):
+        _model(ctx.path("ppm"), f"ppm-{ctx.round}")
+        return {"ppm_trained": 1, "train_loss": 0.7, "heldout_accuracy": 0.5, "artifacts": {"ppm": str(ctx.path("ppm"))}}
+
+    def evaluate(ctx, policy=None, ppm=None):
+        rows = [{"benchmark": "demo_test", "method": m, "problems": 3, "accuracy": scores[ctx.round]}
+                for m in ("greedy", "maj@2")]
+        (ctx.path("eval")).mkdir(exist_ok=True)
+        (ctx.path("eval") / "summary.json").write_text(json.dumps(rows))
+        return {"demo_test/greedy/accuracy": scores[ctx.round], "artifacts": {"eval": str(ctx.path("eval"))}}
+
+    return {f.__name__: f for f in (generate, extra_rollouts, bucket, select_sft, build_pairs, train_policy,
+                                    train_ppm, evaluate)}
+
+
+@pytest.fixture
+def fake_stages(monkeypatch):
+    calls: list[str] = []
+    scores = {1: 0.5, 2: 0.25, 3: 0.1}  # round 2 is worse: champion must stay on round 1
+    monkeypatch.setattr(stages, "STAGE_FUNCTIONS", _fake_stages(scores, calls))
+    return calls
+
+
+def _mlflow():
+    from mlflow import MlflowClient
+
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, TaskRunFilter, TaskRunFilterName
+
+    from flows.self_evolution import self_evolution
+
+    config = ExperimentConfig(name="fake-evo", run_dir=tmp_path / "runs", rounds=2)
+    rows = self_evolution(config)
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["medium"] == 2 and rows[0]["demo_test/maj@2"] == 0.5 and rows[1]["score"] == 0.25
+    assert fake_stages.count("generate-1") == 1 and fake_stages.count("generate-2") == 1
+
+    client = _mlflow()
+    experiment = client.get_experiment_by_name("fake-evo")
+    runs = client.search_runs([experiment.experiment_id])
+    by_id = {r.info.run_id: r for r in runs}
+    parent = next(r for r in runs if r.data.tags.get("kind") == "evolution")
+    round_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in round_runs) == ["round-1", "round-2"]
+    stage_runs = [r for r in runs if by_id.get(r.data.tags.get("mlflow.parentRunId")) in round_runs]
+    assert len(stage_runs) == 2 * len(stages.STAGES)
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+    # params (the flattened config), metrics by round, data sets, plots
+    assert parent.data.params["search.rollouts"] == "16" and parent.data.params["name"] == "fake-evo"
+    history = client.get_metric_history(parent.info.run_id, "hard")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 1.0)]
+    round_1 = next(r for r in round_runs if r.info.run_name == "round-1")
+    assert round_1.data.metrics["demo_test/maj_at_2"] == 0.5
+    assert {"rounds.json", "plots", "config.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    generate_run = next(r for r in stage_runs if r.info.run_name == "generate" and r.data.tags["round"] == "1")
+    assert generate_run.data.metrics["solve_rate"] == pytest.approx(2 / 3)
+    assert {a.path for a in client.list_artifacts(generate_run.info.run_id, "plots")} == {"plots/q-values-trees.png"}
+    sft_run = next(r for r in stage_runs if r.info.run_name == "select_sft" and r.data.tags["round"] == "1")
+    assert [d.dataset.name for d in client.get_run(sft_run.info.run_id).inputs.dataset_inputs] == ["sft"]
+
+    # the registry: a version per round, round-k aliases, champion on the better round
+    for name in ("policy", "ppm"):
+        assert str(client.get_model_version_by_alias(name, "round-1").version) == "1"
+        assert str(client.get_model_version_by_alias(name, "round-2").version) == "2"
+        assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="fake-evo")))
+    kinds = {(a.key, a.type) for a in artifacts}
+    assert {("fake-evo-round-1-generation", "progress"), ("fake-evo-round-2-summary", "table"),
+            ("fake-evo-round-2-report", "markdown"), ("fake-evo-evolution", "table")} <= kinds
+    assert json.loads((tmp_path / "runs" / "fake-evo" / "evolution.json").read_text()) == rows
+
+    # a re-run with the same config recomputes nothing: every stage task is Cached
+    fake_stages.clear()
+    assert [r["score"] for r in self_evolution(config)] == [0.5, 0.25]
+    assert fake_stages == []
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["train_ppm-round-2"])))
+    assert sorted(r.state.name for r in runs) == ["Cached", "Completed"]
+    assert str(client.get_model_version_by_alias("policy", "champion").version) == "1"
+
+
+def test_round_from_mlflow_uri(harness, fake_stages, tmp_path):
+    """A round's generator given as ``models:/policy@champion`` generates with that version, pinned."""
+    from evomath.tracking import Tracker
+
+    from flows.evolution_round import evolution_round
+
+    config = ExperimentConfig(name="fake-uri", run_dir=tmp_path / "runs")
+    tracker = Tracker.for_config(config)
+    with tracker.run("seed", key="seed") as run_id:
+        model = tmp_path / "seed-policy"
+        model.mkdir()
+        (model / "config.json").write_text("{}")
+        tracker.register_round_models(run_id, 0, model, None, score=2.0)  # beats everything: stays champion
+    row = evolution_round(config, round=3, policy="models:/policy@champion")
+    ctx = stages.round_context(config, 3, policy="x")
+    record = json.loads(ctx.path("stage-generate.json").read_text())
+    assert record["stage"] == "generate" and row["round"] == 3
+    version = _mlflow().get_model_version_by_alias("policy", "champion").version
+    runs = _mlflow().search_runs([tracker.experiment_id], filter_string="attributes.run_name = 'round-3'")
+    params = runs[0].data.params
+    assert params["policy"] == f"models:/policy/{version}"
+
+
+# ---------------------------------------------------------------- the real stages
+
+
+ROUND_SCRIPT = """
+import sys
+from evomath.config import load_config
+from flows.evolution_round import evolution_round
+from prefect.testing.utilities import prefect_test_harness
+config = load_config(sys.argv[1])
+with prefect_test_harness(server_startup_timeout=120):
+    evolution_round(config, round=1)
+"""
+
+
+def _tiny_config(tmp_path: Path) -> Path:
+    raw = load_config(REPO / "configs" / "tiny.yaml").model_dump(mode="json")
+    raw |= {"name": "tiny-resume", "run_dir": str(tmp_path / "runs")}
+    raw["data"]["limit"] = 4
+    raw["sft"] |= {"epochs": 1}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def _wait_for_trees(path: Path, proc: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= 1:
+            return path.read_text().count("\n")
+        assert proc.poll() is None, f"round exited early with {proc.returncode}"
+        time.sleep(0.2)
+    raise AssertionError(f"no tree in {path} after {timeout} s")
+
+
+@pytest.mark.slow
+def test_round_resumes_after_kill(harness, tmp_path, embedded_model_dir):
+    """Kill a round during generation, re-run it: every problem has exactly one tree, the finished
+    ones are kept as they were, and the round completes (trained models, evaluation, registry)."""
+    from flows.evolution_round import evolution_round
+
+    config_path = _tiny_config(tmp_path)
+    config = load_config(config_path)
+    trees_path = stages.round_dir(config, 1) / "trees.jsonl"
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect-sub"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", ROUND_SCRIPT, str(config_path)], cwd=REPO, env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for_trees(trees_path, proc, timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    before = [row for row in read_jsonl(trees_path)]
+    total = len(stages.training_problems(config))
+    assert 1 <= len(before) < total, "the kill came too late to test resuming"
+
+    row = evolution_round(config, round=1)
+
+    after = list(read_jsonl(trees_path))
+    ids = [t["problem_id"] for t in after]
+    assert sorted(ids) == sorted({p.id for p in stages.training_problems(config)})
+    assert len(ids) == len(set(ids)) == total
+    kept = {t["problem_id"]: t for t in after}
+    assert all(kept[t["problem_id"]] == t for t in before), "a finished tree was searched again"
+    generate = json.loads(stages.round_dir(config, 1).joinpath("stage-generate.json").read_text())
+    assert generate["metrics"]["resumed_problems"] == len(before)
+    assert (stages.round_dir(config, 1) / "policy").is_dir()
+    assert row["problems"] == total and "score" in row
+    assert _mlflow().get_model_version_by_alias("policy", "round-1").version
