@@ -60,11 +60,13 @@ def load_ppm(spec: str, backend: str, step_format: str):
 
 
 def cmd_evaluate(args) -> int:
+    from evomath.backends import make_backend
     from evomath.config import ExperimentConfig, load_config
 
     from evaluation.benchmarks import load_suite, split_names
     from evaluation.methods import parse_methods
-    from evaluation.runner import check_inputs
+    from evaluation.report import format_table
+    from evaluation.run import check_inputs, run_suite
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     specs = parse_methods(args.methods or config.eval.methods)
@@ -82,30 +84,12 @@ def cmd_evaluate(args) -> int:
         if scorer is not None:
             stack.callback(scorer.close)
         check_inputs(specs, scorer, args.trees)
-        rows = _run(stack, config, search, specs, suite, scorer, out, args)
-    from evaluation.report import format_table
-
+        backend = None
+        if any(s.kind != "offline" for s in specs):  # offline methods only read saved trees
+            backend = make_backend(args.policy or config.policy, config.engine)
+            stack.callback(backend.close)
+        rows = run_suite(suite, specs, backend, search, config.sandbox, scorer, out, trees=args.trees,
+                         progress=not args.no_progress)
     print(format_table(rows))
     print(f"\nrecords, summary.json and accuracy_vs_tokens.png in {out}")
     return 0
-
-
-def _run(stack: ExitStack, config, search, specs, suite, scorer, out: Path, args) -> list[dict]:
-    """Build the backend, format, sandbox and grader the methods need, and evaluate."""
-    from evomath.backends import make_backend
-    from evomath.formats import make_format
-    from evomath.grading import Grader
-    from evomath.sandbox import Sandbox
-
-    from evaluation.runner import evaluate_suite
-
-    backend = fmt = sandbox = grader = None
-    if any(s.kind != "offline" for s in specs):  # offline methods only read saved trees
-        backend = make_backend(args.policy or config.policy, config.engine)
-        stack.callback(backend.close)
-        fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
-        if search.step_format == "code":
-            sandbox = stack.enter_context(Sandbox(config.sandbox))
-        grader = stack.enter_context(Grader())
-    return evaluate_suite(suite, specs, backend, fmt, search, sandbox, grader, scorer, out,
-                          trees=args.trees, progress=not args.no_progress)

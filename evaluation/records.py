@@ -36,7 +36,7 @@ def make_record(benchmark: str, method: str, problem, choice: Choice, tokens: in
         "solutions": len(choice.candidates),
         "steps": round(choice.mean_steps, 3),
         "tokens": tokens,
-        "seconds": round(seconds, 4),
+        "seconds": round(seconds, 6),
     }
 
 

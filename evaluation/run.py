@@ -11,17 +11,20 @@ MCTS trees) and generate nothing. Artifacts, under ``out_dir``:
 
 from __future__ import annotations
 
+import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from evomath.config import SearchConfig
+from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
 from evomath.search import beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees, write_trees
 
+from evaluation.benchmarks import load_suite
 from evaluation.methods import SAMPLING_KINDS, MethodSpec, parse_methods
-from evaluation.records import make_record, summarize, write_records, write_summary
+from evaluation.records import flat_metrics, make_record, summarize, write_records, write_summary
 from evaluation.report import plot_accuracy_vs_tokens
 from evaluation.select import (
     Choice,
@@ -33,6 +36,9 @@ from evaluation.select import (
     is_answer,
 )
 
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "accuracy_vs_tokens.png"
 SEARCH_SEPARATOR = "#"  # MCTS search s of problem p runs as problem "p#s" (its own seeds)
 
 
@@ -275,5 +281,59 @@ def evaluate_suite(
                             benchmark=name, trees=trees, progress=progress)
     rows = summarize(records)
     write_summary(Path(out_dir) / "summary.json", rows)
-    plot_accuracy_vs_tokens(rows, Path(out_dir) / "accuracy_vs_tokens.png")
+    plot_accuracy_vs_tokens(rows, Path(out_dir) / PLOT_NAME)
     return rows
+
+
+def run_suite(
+    suite: Mapping[str, Sequence],
+    specs: Sequence[MethodSpec],
+    backend,
+    search_config: SearchConfig,
+    sandbox_config: SandboxConfig,
+    scorer,
+    out_dir: str | Path,
+    *,
+    trees: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """``evaluate_suite`` with the step format, sandbox and grader built around ``backend``
+    (None when only offline methods run: they generate nothing)."""
+    from evomath.formats import make_format
+    from evomath.grading import Grader
+    from evomath.sandbox import Sandbox
+
+    with ExitStack() as stack:
+        fmt = sandbox = grader = None
+        if backend is not None:
+            fmt = make_format(search_config.step_format, search_config.prompt_style, chat=backend.chat_prompt)
+            if search_config.step_format == "code":
+                sandbox = stack.enter_context(Sandbox(sandbox_config))
+            grader = stack.enter_context(Grader())
+        return evaluate_suite(suite, specs, backend, fmt, search_config, sandbox, grader, scorer, out_dir,
+                              trees=trees, progress=progress)
+
+
+def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_dir: str | Path) -> dict:
+    """The evaluate stage: ``config.eval`` (benchmarks x methods) for a policy and PPM, with
+    ``config.eval_search``, on the process's shared engine. Methods that need a PPM are skipped
+    (with a warning) when there is none yet. Returns flat metrics plus ``artifacts``."""
+    from evomath import engines
+    from evomath.models import resolve_model
+    from evomath.scoring import load_scorer
+
+    specs = parse_methods(config.eval.methods)
+    if ppm is None and any(s.needs_ppm for s in specs):
+        log.warning("no PPM yet: skipping %s", ", ".join(s.name for s in specs if s.needs_ppm))
+        specs = [s for s in specs if not s.needs_ppm]
+    suite = load_suite(config.eval.benchmarks, limit=config.eval.limit, seed=config.eval.seed)
+    out_dir = Path(out_dir)
+    with ExitStack() as stack:
+        scorer = None
+        if any(s.needs_ppm for s in specs):
+            scorer = load_scorer(resolve_model(ppm))
+            stack.callback(scorer.close)
+        backend = engines.get_backend(policy, config.engine) if any(s.kind != "offline" for s in specs) else None
+        rows = run_suite(suite, specs, backend, config.eval_search, config.sandbox, scorer, out_dir, progress=False)
+    artifacts = {"summary": str(out_dir / "summary.json"), "plot": str(out_dir / PLOT_NAME), "records": str(out_dir)}
+    return flat_metrics(rows) | {"artifacts": artifacts}
