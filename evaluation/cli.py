@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from evaluation.methods import valid_forms
+from evomath.formats import PROMPT_STYLES
 
 
 def add_evaluate_command(subparsers) -> None:
@@ -35,7 +36,7 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--limit", type=int, help="a seeded random subset of this many problems per benchmark")
     p.add_argument("--seed", type=int, help="subset and sampling seed (default: the config's)")
     p.add_argument("--format", choices=("code", "natural"), help="step format (default: the config's eval_search)")
-    p.add_argument("--prompt-style", choices=("few_shot", "bare", "chat"), help="prompt style (default: the config's)")
+    p.add_argument("--prompt-style", choices=PROMPT_STYLES, help="prompt style (default: the config's)")
     p.add_argument("--config", help="experiment YAML (ExperimentConfig): engine, sandbox, eval_search, eval")
     p.add_argument("--out", help="output directory (default: <run_dir>/<name>/eval from the config)")
     p.add_argument("--trees", help="saved trees for offline-* methods: a JSONL file or a folder of <benchmark>.jsonl "

@@ -52,7 +52,7 @@ class SearchConfig(_Config):
     """Search settings; defaults follow rStar-Math's data-generation MCTS."""
 
     step_format: Literal["code", "natural"] = "code"
-    prompt_style: Literal["few_shot", "bare", "chat"] = "few_shot"
+    prompt_style: Literal["few_shot", "bare", "chat", "chat_few_shot"] = "few_shot"
     rollouts: int = 16
     n_candidates: int = 12
     temperature: float = 1.0

@@ -70,10 +70,15 @@ def round_context(config: ExperimentConfig, k: int, policy: str | None = None, p
 
 
 def round_search_config(ctx: RoundContext) -> SearchConfig:
-    """rStar samples at 0.7 in the bootstrap round and at the configured temperature after."""
+    """rStar's bootstrap round samples at 0.7 with a few-shot prompt; later rounds search with the
+    configured temperature and the prompt the policy was fine-tuned on (no examples)."""
+    from evomath.formats import TRAINING_STYLE
+
     search = ctx.config.search
     if ctx.round == 1:
         search = search.model_copy(update={"temperature": ctx.config.bootstrap_temperature})
+    else:
+        search = search.model_copy(update={"prompt_style": TRAINING_STYLE[search.prompt_style]})
     return search.model_copy(update={"seed": search.seed + 1000 * ctx.round})
 
 
@@ -81,17 +86,17 @@ def training_problems(config: ExperimentConfig) -> list[Problem]:
     return load_benchmark(config.data.source, limit=config.data.limit, seed=config.data.seed)
 
 
-def _policy_format(ctx: RoundContext, model: str | None = None):
-    """The step format with the policy's own chat template (no engine needed)."""
+def _policy_format(ctx: RoundContext):
+    """The round's step format with the policy's own chat template (no engine needed)."""
     from evomath.formats import make_format
 
-    search = ctx.config.search
+    search = round_search_config(ctx)
     chat = None
-    if search.prompt_style == "chat":
+    if search.prompt_style.startswith("chat"):
         from evomath.models import resolve_model
         from training.sft_data import chat_fn
 
-        chat = chat_fn(resolve_model(model or ctx.policy))
+        chat = chat_fn(resolve_model(ctx.policy))
     return make_format(search.step_format, search.prompt_style, chat)
 
 
@@ -340,13 +345,44 @@ def _write_json(path: Path, record: dict) -> None:
     tmp.replace(path)
 
 
-def run_round(ctx: RoundContext, on_stage: Callable[[str, dict], None] | None = None) -> dict:
+StageCallback = Callable[[int, str, dict], None]
+
+
+def run_round(ctx: RoundContext, on_stage: StageCallback | None = None) -> dict:
     """Every stage in order (plain Python; the Prefect flow does the same through tasks)."""
     results = {}
     for stage in STAGES:
         log.info("round %d: %s", ctx.round, stage)
         results[stage] = run_stage(ctx, stage)
         if on_stage:
-            on_stage(stage, results[stage])
+            on_stage(ctx.round, stage, results[stage])
     engines.release()
+    return results
+
+
+def base_context(config: ExperimentConfig) -> RoundContext:
+    """Round 0: the starting policy, evaluated so every later round has a baseline."""
+    directory = round_dir(config, 0)
+    directory.mkdir(parents=True, exist_ok=True)
+    return RoundContext(config=config, round=0, dir=directory, policy=config.policy, ppm=None)
+
+
+def evaluate_base(config: ExperimentConfig) -> dict:
+    ctx = base_context(config)
+    cached = finished_stage(ctx, "evaluate")
+    if cached is not None:
+        return cached
+    key = stage_key(ctx, "evaluate")
+    metrics = evaluate(ctx, policy=config.policy)
+    _write_json(ctx.path("stage-evaluate.json"), {"stage": "evaluate", "key": key, "metrics": metrics})
+    return metrics
+
+
+def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:
+    """The base model's evaluation, then rounds 1..N, each from the last one's models."""
+    results = [{"evaluate": evaluate_base(config)}]
+    if on_stage:
+        on_stage(0, "evaluate", results[0]["evaluate"])
+    for k in range(1, config.rounds + 1):
+        results.append(run_round(round_context(config, k), on_stage))
     return results

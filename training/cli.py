@@ -14,8 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from evomath.formats import PROMPT_STYLES
+
 STEP_FORMATS = ("code", "natural")
-PROMPT_STYLES = ("few_shot", "bare", "chat")
 
 
 def add_data_commands(subparsers) -> None:
@@ -141,7 +142,7 @@ def cmd_sft_data(args) -> int:
     from training.sft_data import chat_fn, make_sft_data
 
     chat = None
-    if args.prompt_style == "chat":
+    if args.prompt_style.startswith("chat"):
         if not args.model:
             raise ValueError("--prompt-style chat needs --model: its chat template renders the prompts")
         from evomath.models import resolve_model

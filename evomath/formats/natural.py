@@ -3,6 +3,7 @@ the search-and-learn recipes); the last step holds the final answer in ``\\boxed
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 from evomath.formats.base import ParsedStep, PromptedFormat
@@ -39,6 +40,15 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+_STATED = re.compile(r"answer is:?\s*\$?\s*(-?[\d,]*\.?\d+)", re.IGNORECASE)
+
+
+def stated_answer(text: str) -> str | None:
+    """"The answer is 17" in a final step without a box, the GSM8K convention."""
+    found = _STATED.findall(text)
+    return found[-1].replace(",", "") if found else None
+
+
 class NaturalFormat(PromptedFormat):
     name = "natural"
     stop = (SEPARATOR,)
@@ -55,6 +65,8 @@ class NaturalFormat(PromptedFormat):
             return None
         answer = last_boxed(text)
         ended = finish_reason != "length" and not text.endswith(SEPARATOR)
+        if answer is None and ended:
+            answer = stated_answer(text)
         if answer is not None or ended:
             return ParsedStep(text, is_final=True, answer=answer)
         return ParsedStep(text)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from evomath.formats import PROMPT_STYLES
 from evomath.search import METHODS
 
 
@@ -29,7 +30,7 @@ def add_search_command(subparsers) -> None:
     parser.add_argument("--limit", type=int, default=None, help="search a seeded random subset of this size")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--format", dest="step_format", choices=["code", "natural"], default=None)
-    parser.add_argument("--prompt-style", choices=["few_shot", "bare", "chat"], default=None)
+    parser.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None)
     parser.add_argument("--rollouts", type=int, default=None, help="MCTS rollouts per problem")
     parser.add_argument("--n-candidates", type=int, default=None, help="candidate steps per expansion")
     parser.add_argument("--n-samples", type=int, default=None, help="best-of-N: solutions per problem")
