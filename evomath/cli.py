@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS, ModelError
 
@@ -111,8 +113,16 @@ def _command_groups():
     return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command, add_server_commands]
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks shut engines down (vLLM's worker
+    processes otherwise outlive a terminated parent)."""
+    sys.exit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args) or 0
     except (ModelError, ValueError, FileNotFoundError) as err:
