@@ -12,9 +12,6 @@ from pathlib import Path
 
 from deployments.deploy import config_parameter, deploy
 
-FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
 def transpose_table(rows: list[dict]) -> str:
     """One line per metric, one column per round: readable however many metrics a round has."""
     keys = list(dict.fromkeys(k for r in rows for k in r if k != "round"))
@@ -47,14 +44,16 @@ def run_demo(api_url: str, mlflow_url: str, config_path: str, rounds: int | None
         say(f"MLflow UI:  {experiment_url}")
         state = _wait(get_client(sync_client=True), flow_run.id, say)
     table = Path(config.run_dir) / config.name / "evolution.json"
-    if state == "COMPLETED" and table.exists():
+    if state.is_completed() and table.exists():
         say(transpose_table(json.loads(table.read_text())))
+    elif not state.is_completed():
+        say(f"self-evolution {state.name}: {state.message}")
     say(f"Prefect UI: {ui}/runs/flow-run/{flow_run.id}\nMLflow UI:  {experiment_url}")
-    return 0 if state == "COMPLETED" else 1
+    return 0 if state.is_completed() else 1
 
 
-def _wait(client, flow_run_id, say) -> str:
-    """Poll until the run is final, saying each new state."""
+def _wait(client, flow_run_id, say):
+    """Poll until the run is final, saying each new state; returns the final state."""
     last = None
     with client:
         while True:
@@ -62,8 +61,8 @@ def _wait(client, flow_run_id, say) -> str:
             if state.name != last:
                 say(f"self-evolution: {state.name}")
                 last = state.name
-            if state.type.value in FINAL:
-                return state.type.value
+            if state.is_final():
+                return state
             time.sleep(5)
 
 

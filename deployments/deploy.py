@@ -57,8 +57,10 @@ def deploy(api_url: str, config_path: str | Path | None = None, prefect_file: Pa
     with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
         ensure_pool(client)
         env = os.environ | {"PREFECT_API_URL": api_url}
-        subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
-                        "--prefect-file", str(prefect_file)], cwd=REPO, env=env, check=True)
+        done = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all",
+                               "--prefect-file", str(prefect_file)], cwd=REPO, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"prefect deploy failed:\n{done.stdout}{done.stderr}")
         ids = {}
         for short, full in deployment_names(prefect_file).items():
             deployment = client.read_deployment_by_name(full)

@@ -212,21 +212,20 @@ class Tracker:
     # -- what the stages produce
 
     def log_stage(self, run_id: str, stage: str, metrics: Mapping) -> None:
-        """A stage's metrics, its data files as data sets and artifacts, and its plots."""
+        """A stage's metrics, its data files as data sets and artifacts, and its plots. Directories
+        (models, per-problem records) stay out: models are registered, records stay in the run dir."""
         self.log_metrics(run_id, metrics)
         for name, path in (metrics.get("artifacts") or {}).items():
             path = Path(path)
-            if not path.exists():
+            if not path.is_file():
                 continue
             if name in ("trees", "trees_final"):
                 self._log_trees(run_id, path, name)
-            elif path.suffix == ".jsonl":
-                self.log_dataset(run_id, path, name, context="training" if stage != "evaluate" else "evaluation")
-                self.log_artifact(run_id, path, "data")
-            elif path.is_dir() and stage == "evaluate":
-                for item in sorted(path.glob("*.json")) + sorted(path.glob("*.png")):
-                    self.log_artifact(run_id, item, "eval")
-            elif path.is_file():
+            elif path.suffix == ".png":
+                self.log_artifact(run_id, path, "plots")
+            else:
+                if path.suffix == ".jsonl":
+                    self.log_dataset(run_id, path, name, context="evaluation" if stage == "evaluate" else "training")
                 self.log_artifact(run_id, path, "data")
 
     def _log_trees(self, run_id: str, path: Path, name: str) -> None:
@@ -246,7 +245,7 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             items = [
                 {"round": int(row["round"]), "summary": list(summary),
-                 "buckets": {b: row.get(b, 0) for b in ("easy", "medium", "hard")}}
+                 "buckets": {b: row[b] for b in ("easy", "medium", "hard") if b in row}}
                 for row, summary in zip(rows, eval_rows)
             ]
             self.log_artifact(run_id, plot_rounds(items, Path(tmp) / "rounds.png"), "plots")

@@ -1,4 +1,5 @@
-"""Self-evolution: rounds 1..N of the round flow, round k starting from round k-1's models.
+"""Self-evolution: the starting policy's evaluation (round 0, the baseline), then rounds 1..N of
+the round flow, round k starting from round k-1's models.
 
 The evolution is the parent MLflow run (params, metrics by round, plots of accuracy and bucket
 counts by round); each round is a nested run and a subflow. Re-running a killed evolution with the
@@ -15,6 +16,7 @@ from evomath.tracking import Tracker
 from flows.evolution_round import config_hash, evolution_round
 from flows.scale import ScaleOut
 from tasks import reports
+from tasks import stages as stage_tasks
 
 TABLE_FILE = "evolution.json"
 
@@ -25,13 +27,17 @@ def self_evolution(
     rounds: int | None = None,
     scale: ScaleOut = ScaleOut(),
 ) -> list[dict]:
-    """``rounds`` rounds (default ``config.rounds``, 4 like rStar-Math) of ``config``."""
+    """``rounds`` rounds (default ``config.rounds``, 4 like rStar-Math) of ``config``; returns one row per
+    round, round 0 being the starting policy."""
     tracker = Tracker.for_config(config)
     directory = stages.experiment_dir(config)
     key = f"evolution:{directory.resolve()}:{config_hash(config)}"
-    rows, evaluations = [], []
     with tracker.run("evolution", key=key, reuse_finished=False, tags={"kind": "evolution"}) as run_id:
         tracker.log_config(run_id, config)
+        base = stages.base_context(config)
+        metrics = stage_tasks.run_stage("evaluate", base, run_id, policy=config.policy)
+        rows, evaluations = [reports.round_row(base, {"evaluate": metrics})], [reports.eval_rows(base)]
+        tracker.log_metrics(run_id, rows[0], step=0)
         for k in range(1, (rounds or config.rounds) + 1):
             row = evolution_round(config, k, scale=scale, parent_run_id=run_id)
             tracker.log_metrics(run_id, row, step=k)

@@ -3,18 +3,14 @@
 ``test_self_evolution_*`` run two rounds over a fake stage layer (files and metrics like the real
 one's, in seconds), to check orchestration and tracking: nested MLflow runs, params, metrics, data
 sets, plots, registered versions with their aliases, Prefect artifacts, and caching on a re-run.
-``test_round_resumes_after_kill`` runs the real stages on a tiny config: a round is killed during
-generation and re-run, and no tree may be lost or duplicated.
+``test_generation_resumes_after_crash`` runs real MCTS through the generate task on a tiny config:
+it dies during generation and is run again, and no tree may be lost or duplicated.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -98,7 +94,8 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
                 for m in ("greedy", "maj@2")]
         (ctx.path("eval")).mkdir(exist_ok=True)
         (ctx.path("eval") / "summary.json").write_text(json.dumps(rows))
-        return {"demo_test/greedy/accuracy": scores[ctx.round], "artifacts": {"eval": str(ctx.path("eval"))}}
+        return {"demo_test/greedy/accuracy": scores[ctx.round],
+                "artifacts": {"summary": str(ctx.path("eval") / "summary.json"), "records": str(ctx.path("eval"))}}
 
     return {f.__name__: f for f in (generate, extra_rollouts, bucket, select_sft, build_pairs, train_policy,
                                     train_ppm, evaluate)}
@@ -107,7 +104,7 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
 @pytest.fixture
 def fake_stages(monkeypatch):
     calls: list[str] = []
-    scores = {1: 0.5, 2: 0.25, 3: 0.1}  # round 2 is worse: champion must stay on round 1
+    scores = {0: 0.1, 1: 0.5, 2: 0.25, 3: 0.1}  # round 2 is worse: champion must stay on round 1
     monkeypatch.setattr(stages, "STAGE_FUNCTIONS", _fake_stages(scores, calls))
     return calls
 
@@ -127,8 +124,10 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
 
     config = ExperimentConfig(name="fake-evo", run_dir=tmp_path / "runs", rounds=2)
     rows = self_evolution(config)
-    assert [r["round"] for r in rows] == [1, 2]
-    assert rows[0]["medium"] == 2 and rows[0]["demo_test/maj@2"] == 0.5 and rows[1]["score"] == 0.25
+    assert [r["round"] for r in rows] == [0, 1, 2]
+    assert rows[0] == {"round": 0, "demo_test/greedy": 0.1, "demo_test/maj@2": 0.1, "score": 0.1,
+                       "seconds": rows[0]["seconds"]}
+    assert rows[1]["medium"] == 2 and rows[1]["demo_test/maj@2"] == 0.5 and rows[2]["score"] == 0.25
     assert fake_stages.count("generate-1") == 1 and fake_stages.count("generate-2") == 1
 
     client = _mlflow()
@@ -136,8 +135,10 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
     runs = client.search_runs([experiment.experiment_id])
     by_id = {r.info.run_id: r for r in runs}
     parent = next(r for r in runs if r.data.tags.get("kind") == "evolution")
-    round_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    round_runs = [r for r in children if "stage" not in r.data.tags]
     assert sorted(r.info.run_name for r in round_runs) == ["round-1", "round-2"]
+    assert [(r.info.run_name, r.data.tags["round"]) for r in children if "stage" in r.data.tags] == [("evaluate", "0")]
     stage_runs = [r for r in runs if by_id.get(r.data.tags.get("mlflow.parentRunId")) in round_runs]
     assert len(stage_runs) == 2 * len(stages.STAGES)
     assert all(r.info.status == "FINISHED" for r in runs)
@@ -146,6 +147,7 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
     assert parent.data.params["search.rollouts"] == "16" and parent.data.params["name"] == "fake-evo"
     history = client.get_metric_history(parent.info.run_id, "hard")
     assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 1.0)]
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "score")] == [0, 1, 2]
     round_1 = next(r for r in round_runs if r.info.run_name == "round-1")
     assert round_1.data.metrics["demo_test/maj_at_2"] == 0.5
     assert {"rounds.json", "plots", "config.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
@@ -170,7 +172,7 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
 
     # a re-run with the same config recomputes nothing: every stage task is Cached
     fake_stages.clear()
-    assert [r["score"] for r in self_evolution(config)] == [0.5, 0.25]
+    assert [r["score"] for r in self_evolution(config)] == [0.1, 0.5, 0.25]
     assert fake_stages == []
     with get_client(sync_client=True) as prefect:
         runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["train_ppm-round-2"])))
@@ -204,68 +206,73 @@ def test_round_from_mlflow_uri(harness, fake_stages, tmp_path):
 # ---------------------------------------------------------------- the real stages
 
 
-ROUND_SCRIPT = """
-import sys
-from evomath.config import load_config
-from flows.evolution_round import evolution_round
-from prefect.testing.utilities import prefect_test_harness
-config = load_config(sys.argv[1])
-with prefect_test_harness(server_startup_timeout=120):
-    evolution_round(config, round=1)
-"""
+class Crash(RuntimeError):
+    """Stands in for a kill: raised from inside generation once a tree is on disk."""
 
 
-def _tiny_config(tmp_path: Path) -> Path:
-    raw = load_config(REPO / "configs" / "tiny.yaml").model_dump(mode="json")
-    raw |= {"name": "tiny-resume", "run_dir": str(tmp_path / "runs")}
-    raw["data"]["limit"] = 4
-    raw["sft"] |= {"epochs": 1}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(json.dumps(raw))
-    return path
+def _tiny_config(tmp_path: Path) -> ExperimentConfig:
+    """configs/tiny.yaml on three problems."""
+    config = load_config(REPO / "configs" / "tiny.yaml")
+    return config.model_copy(update={"name": "tiny-resume", "run_dir": tmp_path / "runs",
+                                     "data": config.data.model_copy(update={"limit": 3})})
 
 
-def _wait_for_trees(path: Path, proc: subprocess.Popen, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= 1:
-            return path.read_text().count("\n")
-        assert proc.poll() is None, f"round exited early with {proc.returncode}"
-        time.sleep(0.2)
-    raise AssertionError(f"no tree in {path} after {timeout} s")
+@pytest.fixture
+def release_engine():
+    """The engine generation started stays cached in this process; give its cores back after the test."""
+    from evomath import engines
+
+    yield
+    engines.release()
 
 
 @pytest.mark.slow
-def test_round_resumes_after_kill(harness, tmp_path, embedded_model_dir):
-    """Kill a round during generation, re-run it: every problem has exactly one tree, the finished
-    ones are kept as they were, and the round completes (trained models, evaluation, registry)."""
-    from flows.evolution_round import evolution_round
+def test_generation_resumes_after_crash(harness, tmp_path, monkeypatch, embedded_model_dir, release_engine):
+    """Real MCTS through the generate task: it dies after its first tree and is run again. Every
+    problem then has exactly one tree, the finished one is kept as it was, the MLflow stage run is
+    the same run continued, the progress artifact reaches 100%, and a third run is Cached."""
+    from prefect import flow, get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
 
-    config_path = _tiny_config(tmp_path)
-    config = load_config(config_path)
-    trees_path = stages.round_dir(config, 1) / "trees.jsonl"
-    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect-sub"), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", ROUND_SCRIPT, str(config_path)], cwd=REPO, env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_for_trees(trees_path, proc, timeout=300)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    before = [row for row in read_jsonl(trees_path)]
-    total = len(stages.training_problems(config))
-    assert 1 <= len(before) < total, "the kill came too late to test resuming"
+    from evomath.tracking import Tracker
+    from tasks import stages as stage_tasks
+    from tasks.stages import ProgressArtifact
 
-    row = evolution_round(config, round=1)
+    @flow(name="generate-only")
+    def generate_only(ctx: stages.RoundContext) -> dict:
+        return stage_tasks.run_stage("generate", ctx)
 
+    config = _tiny_config(tmp_path)
+    ctx = stages.round_context(config, 1)
+    trees_path = ctx.path("trees.jsonl")
+    report = ProgressArtifact.__call__
+
+    def crash_after_first_tree(self, done, total):
+        report(self, done, total)
+        raise Crash(f"{done}/{total} trees")
+
+    monkeypatch.setattr(ProgressArtifact, "__call__", crash_after_first_tree)
+    with pytest.raises(Crash):
+        generate_only(ctx)
+    monkeypatch.undo()
+    before = list(read_jsonl(trees_path))
+    assert len(before) == 1 and stages.finished_stage(ctx, "generate") is None
+
+    metrics = generate_only(ctx)
     after = list(read_jsonl(trees_path))
-    ids = [t["problem_id"] for t in after]
-    assert sorted(ids) == sorted({p.id for p in stages.training_problems(config)})
-    assert len(ids) == len(set(ids)) == total
-    kept = {t["problem_id"]: t for t in after}
-    assert all(kept[t["problem_id"]] == t for t in before), "a finished tree was searched again"
-    generate = json.loads(stages.round_dir(config, 1).joinpath("stage-generate.json").read_text())
-    assert generate["metrics"]["resumed_problems"] == len(before)
-    assert (stages.round_dir(config, 1) / "policy").is_dir()
-    assert row["problems"] == total and "score" in row
-    assert _mlflow().get_model_version_by_alias("policy", "round-1").version
+    problems = [p.id for p in stages.training_problems(config)]
+    assert sorted(t["problem_id"] for t in after) == sorted(problems)
+    assert after[0] == before[0], "a finished tree was searched again"
+    assert metrics["resumed_problems"] == 1 and metrics["problems"] == len(problems)
+
+    tracker = Tracker.for_config(config)
+    [run] = tracker.client.search_runs([tracker.experiment_id], filter_string="attributes.run_name = 'generate'")
+    assert run.info.status == "FINISHED" and run.data.metrics["problems"] == len(problems)
+
+    assert generate_only(ctx) == metrics and list(read_jsonl(trees_path)) == after
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["generate-only"])))
+        progress = prefect.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["tiny-resume-round-1-generation"])))
+    assert sorted(r.state.name for r in runs) == ["Cached", "Completed", "Failed"]
+    assert sorted(a.data for a in progress) == [100 / len(problems), 100.0]  # the crashed run's, the resumed one's
