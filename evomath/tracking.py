@@ -26,7 +26,6 @@ from urllib.parse import quote, urlparse
 
 from pydantic import BaseModel
 
-MODEL_NAMES = {"policy": "policy", "ppm": "ppm"}
 CHAMPION = "champion"
 KEY_TAG = "evomath.key"
 SCORE_TAG = "score"
@@ -170,13 +169,13 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start:start + 100])
         self.log_text(run_id, config.model_dump_json(indent=2), "config.json")
 
-    def log_metrics(self, run_id: str, metrics: Mapping, step: int = 0, prefix: str = "") -> None:
+    def log_metrics(self, run_id: str, metrics: Mapping, step: int = 0) -> None:
         import time
 
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(f"{prefix}{k}", v, now, step) for k, v in numeric(metrics).items()]
+        items = [Metric(k, v, now, step) for k, v in numeric(metrics).items()]
         for start in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[start:start + 500])
 
@@ -262,11 +261,10 @@ class Tracker:
         for kind, directory in (("policy", policy_dir), ("ppm", ppm_dir)):
             if directory is None or not Path(directory).is_dir():
                 continue
-            name = MODEL_NAMES[kind]
-            beats = score > self.champion_score(name)
-            versions[kind] = self._register(run_id, name, round_k, Path(directory), score)
+            beats = score > self.champion_score(kind)
+            versions[kind] = self._register(run_id, kind, round_k, Path(directory), score)
             if beats:
-                self.client.set_registered_model_alias(name, CHAMPION, versions[kind])
+                self.client.set_registered_model_alias(kind, CHAMPION, versions[kind])
         return versions
 
     def _register(self, run_id: str, name: str, round_k: int, directory: Path, score: float) -> str:
@@ -292,7 +290,7 @@ class Tracker:
         self.client.set_registered_model_alias(name, alias, version)
         return str(version)
 
-    def champion_score(self, name: str = MODEL_NAMES["policy"]) -> float:
+    def champion_score(self, name: str) -> float:
         from mlflow.exceptions import MlflowException
 
         try:
