@@ -11,7 +11,7 @@ CONSTRAINTS := requirements/constraints-$(TARGET).txt
 # The machine's pip config names local mirrors that print one warning per package; hide those.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test test-fast bench up down clean
+.PHONY: setup demo test test-fast browser bench up down clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "== creating $(VENV) and installing evomath [$(TARGET)] (a few minutes the first time)"
@@ -32,8 +32,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/evomath demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q
+
+# The UI test screenshots the Prefect and MLflow pages in headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || \
+		echo "chromium could not be installed: the UI test will say so and skip"
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"

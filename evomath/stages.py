@@ -55,15 +55,19 @@ def round_dir(config: ExperimentConfig, k: int) -> Path:
 
 
 def round_context(config: ExperimentConfig, k: int, policy: str | None = None, ppm: str | None = None) -> RoundContext:
-    """Round k generates with round k-1's policy and PPM unless told otherwise."""
-    previous = round_dir(config, k - 1)
-    if policy is None:
-        policy = str(previous / "policy") if k > 1 and (previous / "policy").is_dir() else config.policy
-    if ppm is None and k > 1 and (previous / "ppm").is_dir():
-        ppm = str(previous / "ppm")
+    """Round k generates with the models rounds 1..k-1 left (a round that trained none passes
+    its inputs on), round 1 with ``config.policy``, unless told otherwise."""
+    chained_policy, chained_ppm = config.policy, None
+    for j in range(1, k):
+        directory = round_dir(config, j)
+        if (directory / "policy").is_dir():
+            chained_policy = str(directory / "policy")
+        if (directory / "ppm").is_dir():
+            chained_ppm = str(directory / "ppm")
     directory = round_dir(config, k)
     directory.mkdir(parents=True, exist_ok=True)
-    return RoundContext(config=config, round=k, dir=directory, policy=policy, ppm=ppm)
+    return RoundContext(config=config, round=k, dir=directory, policy=policy or chained_policy,
+                        ppm=ppm or chained_ppm)
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -130,8 +134,6 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     out = ctx.path("trees.jsonl")
     done = _recover_trees(out)
     todo = [p for p in problems if p.id not in done]
-    backend = engines.get_backend(ctx.policy, ctx.config.engine)
-    fmt = _policy_format(ctx)
     count = len(done)
 
     def keep(tree: Tree) -> None:
@@ -141,11 +143,14 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
         if on_progress:
             on_progress(count, len(problems))
 
-    sandbox, grader = _search_tools(ctx)
     start = time.perf_counter()
-    with sandbox, grader:
-        _, stats = mcts(todo, backend, fmt, round_search_config(ctx), sandbox, grader, _value_fn(ctx), keep) if todo else (
-            [], None)
+    stats = None
+    if todo:
+        backend = engines.get_backend(ctx.policy, ctx.config.engine)
+        sandbox, grader = _search_tools(ctx)
+        with sandbox, grader:
+            _, stats = mcts(todo, backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader,
+                            _value_fn(ctx), keep)
     trees = list(read_trees(out))
     solved = sum(any(n.correct for n in t.answered()) for t in trees)
     metrics = {
@@ -207,17 +212,24 @@ def bucket(ctx: RoundContext) -> dict:
 
 
 def select_sft(ctx: RoundContext) -> dict:
+    """Top-2 trajectories per solved problem; a round that solved nothing keeps its policy."""
+    from training import TrainingInputError
     from training.sft_data import make_sft_data
 
-    info = make_sft_data(_trees_final(ctx), ctx.path("sft.jsonl"), _policy_format(ctx), top_k=2)
-    return {"sft_examples": info["examples"], "sft_problems": info["problems"],
-            "artifacts": {"sft": str(ctx.path("sft.jsonl"))}}
+    out = ctx.path("sft.jsonl")
+    try:
+        info = make_sft_data(_trees_final(ctx), out, _policy_format(ctx), top_k=2)
+    except TrainingInputError as err:
+        log.warning("round %d: %s", ctx.round, err)
+        write_jsonl(out, [])
+        return {"sft_examples": 0, "sft_problems": 0, "artifacts": {"sft": str(out)}}
+    return {"sft_examples": info["examples"], "sft_problems": info["problems"], "artifacts": {"sft": str(out)}}
 
 
 def build_pairs(ctx: RoundContext) -> dict:
     """PPM pairs; a round without any (every problem easy or hard) keeps the previous PPM."""
+    from training import TrainingInputError
     from training.ppm_pairs import make_pairs
-    from training.trajectories import TrainingInputError
 
     out = ctx.path("pairs.jsonl")
     try:
@@ -230,34 +242,43 @@ def build_pairs(ctx: RoundContext) -> dict:
     return {"pairs": info["pairs"], "pair_problems": info["problems"], **by_depth, "artifacts": {"pairs": str(out)}}
 
 
+def _is_empty(path: Path) -> bool:
+    return not any(True for _ in read_jsonl(path))
+
+
 def train_policy(ctx: RoundContext) -> dict:
+    """SFT on the selected trajectories; without any, the round passes its policy on unchanged."""
     from evomath.models import resolve_model
     from training.sft import train_sft
 
+    if _is_empty(ctx.path("sft.jsonl")):
+        return {"policy_trained": 0, "artifacts": {}}
     engines.release()
     base = ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy
     metrics = train_sft(ctx.path("sft.jsonl"), resolve_model(base), ctx.path("policy"), ctx.config.sft,
                         overwrite=True)
-    return _numbers(metrics) | {"artifacts": {"policy": str(ctx.path("policy"))}}
+    return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path("policy"))}}
 
 
 def train_ppm(ctx: RoundContext) -> dict:
     """The PPM starts from this round's policy (rStar); no pairs means no new PPM."""
+    from evomath.models import resolve_model
     from training.ppm import train_ppm as train
 
     pairs = ctx.path("pairs.jsonl")
-    if not any(True for _ in read_jsonl(pairs)):
+    if _is_empty(pairs):
         return {"ppm_trained": 0, "artifacts": {}}
     engines.release()
-    metrics = train(pairs, ctx.path("policy"), ctx.path("ppm"), ctx.config.ppm, overwrite=True,
+    policy, _ = round_models(ctx)
+    metrics = train(pairs, resolve_model(policy), ctx.path("ppm"), ctx.config.ppm, overwrite=True,
                     step_format=ctx.config.search.step_format)
     return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path("ppm"))}}
 
 
 def round_models(ctx: RoundContext) -> tuple[str, str | None]:
-    """The models this round produced (its PPM, or the previous one when none was trained)."""
-    ppm = ctx.path("ppm")
-    return str(ctx.path("policy")), str(ppm) if ppm.is_dir() else ctx.ppm
+    """The models this round leaves: what it trained, else what it started from."""
+    policy, ppm = ctx.path("policy"), ctx.path("ppm")
+    return (str(policy) if policy.is_dir() else ctx.policy), (str(ppm) if ppm.is_dir() else ctx.ppm)
 
 
 def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = None) -> dict:
