@@ -389,14 +389,8 @@ def base_context(config: ExperimentConfig) -> RoundContext:
 
 
 def evaluate_base(config: ExperimentConfig) -> dict:
-    ctx = base_context(config)
-    cached = finished_stage(ctx, "evaluate")
-    if cached is not None:
-        return cached
-    key = stage_key(ctx, "evaluate")
-    metrics = evaluate(ctx, policy=config.policy)
-    _write_json(ctx.path("stage-evaluate.json"), {"stage": "evaluate", "key": key, "metrics": metrics})
-    return metrics
+    """Round 0 trains nothing, so its evaluate stage scores the starting policy."""
+    return run_stage(base_context(config), "evaluate")
 
 
 def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:

@@ -1,0 +1,56 @@
+"""A whole round through the real stages on the embedded model: search, data, SFT, PPM, evaluation;
+then the same round again, which must reuse every stage from its records."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from evomath import stages
+from evomath.config import load_config
+from evomath.tree import read_jsonl, read_trees
+
+pytestmark = pytest.mark.slow
+TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def finished_round(tmp_path_factory):
+    config = load_config(TINY).model_copy(update={"run_dir": tmp_path_factory.mktemp("runs"), "rounds": 1})
+    ctx = stages.round_context(config, 1)
+    results = stages.run_round(ctx)
+    return ctx, results
+
+
+def test_every_stage_leaves_its_record_and_artifacts(finished_round):
+    ctx, results = finished_round
+    assert list(results) == stages.STAGES
+    for stage in stages.STAGES:
+        record = json.loads(ctx.path(f"stage-{stage}.json").read_text())
+        assert record["key"] == stages.stage_key(ctx, stage)
+    trees = list(read_trees(ctx.path("trees-final.jsonl")))
+    assert len(trees) == ctx.config.data.limit == results["bucket"]["problems"]
+    assert sum(results["bucket"][b] for b in ("easy", "medium", "hard")) == len(trees)
+    assert results["select_sft"]["sft_examples"] == len(list(read_jsonl(ctx.path("sft.jsonl"))))
+    assert results["build_pairs"]["pairs"] == len(list(read_jsonl(ctx.path("pairs.jsonl"))))
+    policy, ppm = stages.round_models(ctx)
+    assert (Path(policy) == ctx.path("policy")) == bool(results["train_policy"]["policy_trained"])
+    assert (ppm is not None and Path(ppm) == ctx.path("ppm")) == bool(results["train_ppm"]["ppm_trained"])
+    assert 0.0 <= results["evaluate"]["demo_test/greedy/accuracy"] <= 1.0
+    assert ctx.path("eval/summary.json").is_file()
+
+
+def test_rerun_reuses_every_stage(finished_round):
+    ctx, results = finished_round
+    start = time.perf_counter()
+    again = stages.run_round(stages.round_context(ctx.config, 1))
+    assert time.perf_counter() - start < 10  # no engine, no training: records only
+    assert again == json.loads(json.dumps(results))
+
+
+def test_next_round_starts_from_this_rounds_models(finished_round):
+    ctx, _ = finished_round
+    policy, ppm = stages.round_models(ctx)
+    following = stages.round_context(ctx.config, 2)
+    assert (following.policy, following.ppm) == (policy, ppm)
