@@ -52,9 +52,12 @@ def test_sample_command_prints_samples(policy_backend, monkeypatch, capsys):
 
 
 class _ForwardingServer(BaseHTTPRequestHandler):
-    """A minimal /v1/completions server in front of the session's engine (vllm serve's wire format)."""
+    """A minimal /v1/completions server in front of the session's engine (vllm serve's wire format).
+
+    ``LLM`` is not thread-safe, so concurrent requests take turns (vllm serve batches them instead)."""
 
     backend = None
+    lock = threading.Lock()
 
     def do_POST(self):  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -64,7 +67,8 @@ class _ForwardingServer(BaseHTTPRequestHandler):
             stop=tuple(body.get("stop") or ()), seed=body.get("seed"),
             include_stop=body.get("include_stop_str_in_output", False),
         )
-        result = self.backend.generate([request])[0]
+        with self.lock:
+            result = self.backend.generate([request])[0]
         choices = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason, "stop_reason": c.stop_reason,
              "token_ids": list(range(c.num_tokens)), "logprobs": None}
