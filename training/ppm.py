@@ -51,9 +51,13 @@ def train_ppm(
     *,
     overwrite: bool = False,
     max_steps: int | None = None,
+    callbacks: list | None = None,
     step_format: str | None = None,
 ) -> dict:
-    """Train a PPM from the policy in ``base_model_dir`` on the pairs JSONL into ``out_dir``."""
+    """Train a PPM from the policy in ``base_model_dir`` on the pairs JSONL into ``out_dir``.
+
+    ``step_format`` overrides the format named in the pairs; ``callbacks`` are ``TrainerCallback``s.
+    """
     rows = read_rows(pairs_path, ("prompt", "chosen", "rejected"), "PPM pairs")
     fmt_name = step_format or rows[0].get("format")
     if not fmt_name:
@@ -66,6 +70,8 @@ def train_ppm(
         tempfile.TemporaryDirectory() as scratch,
     ):
         trainer = build_trainer(train_rows, base, Path(scratch), config, progress, max_steps)
+        for callback in callbacks or []:
+            trainer.add_callback(callback)
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start

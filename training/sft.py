@@ -36,8 +36,12 @@ def train_sft(
     *,
     overwrite: bool = False,
     max_steps: int | None = None,
+    callbacks: list | None = None,
 ) -> dict:
-    """Fine-tune ``base_model_dir`` on the SFT JSONL into ``out_dir``; returns loss, steps and throughput."""
+    """Fine-tune ``base_model_dir`` on the SFT JSONL into ``out_dir``; returns loss, steps and throughput.
+
+    ``callbacks``: transformers ``TrainerCallback``s, e.g. to forward per-step logs to a tracker.
+    """
     rows = read_rows(data_path, ("prompt", "completion"), "SFT data")
     base = check_base_model(base_model_dir)
     with (
@@ -46,6 +50,8 @@ def train_sft(
         tempfile.TemporaryDirectory() as scratch,
     ):
         trainer = build_trainer(rows, base, Path(scratch), config, progress, max_steps)
+        for callback in callbacks or []:
+            trainer.add_callback(callback)
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
