@@ -42,6 +42,11 @@ class GenerationResult:
     extra: dict = field(default_factory=dict)
 
 
+def chat_messages(user_text: str, system: str | None = None) -> list[dict]:
+    """One user turn (after an optional system turn), for a tokenizer's chat template."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
+
+
 class PolicyBackend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
         """Sample every request in one batch; results come back in request order."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from evomath.backends.base import Completion, GenerationRequest, GenerationResult
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult, chat_messages
 from evomath.config import EngineConfig
 
 
@@ -63,9 +63,7 @@ class OpenAIBackend:
             from evomath.models import resolve_model
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.tokenizer_source))
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user_text}
-        ]
+        messages = chat_messages(user_text, system)
         return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from evomath.backends.base import Completion, GenerationRequest, GenerationResult
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult, chat_messages
 from evomath.config import EngineConfig
 from evomath.models import resolve_model
 
@@ -80,9 +80,7 @@ class VLLMBackend:
         return [_to_result(out) for out in outputs]
 
     def chat_prompt(self, user_text: str, system: str | None = None) -> str:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user_text}
-        ]
+        messages = chat_messages(user_text, system)
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def close(self) -> None:
