@@ -120,7 +120,11 @@ def _exit_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args) -> int:
+    """Run a parsed command; expected failures print one line and exit 2 (EVOMATH_DEBUG re-raises)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:

@@ -232,16 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
     add_train_commands(sub)
-    args = parser.parse_args(argv)
-    from evomath.models import ModelError
+    from evomath.cli import run_command
 
-    try:
-        return args.func(args) or 0
-    except (ValueError, FileNotFoundError, ModelError) as err:
-        if os.environ.get("EVOMATH_DEBUG"):
-            raise
-        print(f"evomath: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

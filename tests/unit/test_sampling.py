@@ -2,45 +2,12 @@
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import pytest
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SandboxConfig, SearchConfig
 from evomath.search import best_of_n, greedy, run_search
-
-
-# --- fakes (the same conventions as test_mcts.py: one line per step, \boxed{} ends) -------------------
-@dataclass
-class Step:
-    text: str
-    code: str | None = None
-    ends_code: bool = False
-    is_final: bool = False
-    answer: str | None = None
-
-
-@dataclass
-class Problem:
-    id: str
-    question: str
-    answer: str
-
-
-class FakeFormat:
-    name = "fake"
-    stop = ("\n",)
-
-    def continuation(self, question, steps):
-        return f"Q: {question}\n" + "".join(s + "\n" for s in steps)
-
-    def parse_step(self, text, finish_reason):
-        if not text.strip():
-            return None
-        boxed = re.search(r"\\boxed\{([^}]*)\}", text)
-        return Step(text, is_final=boxed is not None, answer=boxed.group(1) if boxed else None)
+from search_fakes import FakeFormat, Problem
 
 
 class FakeBackend:
