@@ -64,6 +64,11 @@ class VLLMBackend:
 
     def __init__(self, model: str, config: EngineConfig | None = None):
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        if _on_cpu():
+            # On a few cores vLLM's default engine-core and worker processes spin against the
+            # model's compute: in-process is 1.6-1.8x the tokens/s and starts in 17 s, not 41 s
+            # (benchmarks/engine_processes.py). Set it to 1 to go back.
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
         self.config = config or EngineConfig()
@@ -84,12 +89,17 @@ class VLLMBackend:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     def close(self) -> None:
-        """Shut the engine's worker processes down now rather than at interpreter exit."""
+        """Shut the engine down now rather than at interpreter exit: its worker processes, or (in
+        process) its weights, KV cache and process group, so training and the next engine get
+        the memory back."""
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
         engine = getattr(self.llm, "llm_engine", None)
         shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
         if shutdown:
             shutdown()
         del self.llm
+        cleanup_dist_env_and_memory()
 
 
 def _to_result(output) -> GenerationResult:
