@@ -69,6 +69,7 @@ class PromptedFormat:
     examples: tuple[tuple[str, tuple[str, ...]], ...]  # (question, step texts) worked in the format
     bare_suffix: str  # after "<|assistant|>: " in the bare wrap
     chat_suffix: str  # after the chat template's generation prompt
+    answer_prefix: str | None = None  # opens a forced final step (SearchConfig.force_final_answer)
 
     def __init__(self, prompt_style: str = "few_shot", chat: ChatFn | None = None):
         if prompt_style not in PROMPT_STYLES:

@@ -56,6 +56,7 @@ class NaturalFormat(PromptedFormat):
     examples = EXAMPLES
     bare_suffix = "Let's think step by step.\n"
     chat_suffix = ""
+    answer_prefix = "The answer is \\boxed{"  # how the examples' last step opens
 
     def parse_step(self, completion_text: str, finish_reason: str) -> ParsedStep | None:
         """A paragraph; final when it holds a boxed answer or the model stopped on its own.

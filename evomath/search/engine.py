@@ -163,9 +163,17 @@ class Expander:
         for child in new:
             self._record_value(child)
 
+    def _forced_answer(self, exp: Expansion) -> str:
+        """The text that opens the last step the depth limit allows, when answers are forced there:
+        a chain cut off without an answer teaches nothing, one made to conclude can be graded."""
+        prefix = getattr(self.fmt, "answer_prefix", None)
+        if self.config.force_final_answer and prefix and exp.leaf.depth + 1 >= self.config.max_depth:
+            return prefix
+        return ""
+
     def _request(self, tree: Tree, exp: Expansion) -> GenerationRequest:
         return GenerationRequest(
-            prompt=self.fmt.continuation(tree.question, tree.steps_text(exp.leaf)),
+            prompt=self.fmt.continuation(tree.question, tree.steps_text(exp.leaf)) + self._forced_answer(exp),
             n=exp.n,
             temperature=self.temperature,
             top_p=self.config.top_p,
@@ -178,9 +186,10 @@ class Expander:
         """One child per distinct candidate; an empty result still yields a dead-end child."""
         seen: set[tuple[bool, str]] = set()
         out = []
+        forced = self._forced_answer(exp)
         for completion in completions or [Completion("", 0, "length")]:
-            parsed = self.fmt.parse_step(completion.text, completion.finish_reason)
-            text = parsed.text if parsed else completion.text
+            parsed = self.fmt.parse_step(forced + completion.text, completion.finish_reason)
+            text = parsed.text if parsed else forced + completion.text
             key = (parsed is None, normalise(text))
             if exp.dedupe and key in seen:
                 continue

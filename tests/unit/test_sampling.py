@@ -149,3 +149,24 @@ def test_code_steps_run_in_the_sandbox_and_show_their_output():
     assert (chain[0].code_output, chain[1].code_output) == ("", "5\n")
     assert not any(n.code_error for n in tree.nodes)
     assert [n.correct for n in tree.answered()] == [True, True]
+
+
+def test_force_final_answer_opens_the_last_allowed_step_with_the_answer_prefix():
+    class PrefixFormat(FakeFormat):
+        answer_prefix = "\\boxed{"
+
+    # The model never concludes on its own: "s" forever, "7}" once prompted with the prefix.
+    backend = FakeBackend(lambda prompt, req: ["7}"] if prompt.endswith("\\boxed{") else ["s"])
+    problem = Problem("p0", "q0", "7")
+    for force, answers in ((False, []), (True, ["7"])):
+        cfg = SearchConfig(max_depth=3, force_final_answer=force)
+        (tree,), _ = greedy([problem], backend, PrefixFormat(), cfg, None, FakeGrader(), progress=False)
+        leaf = tree.nodes[-1]
+        assert [n.answer for n in tree.answered()] == answers
+        assert leaf.depth == 3 and leaf.terminal == ("answer" if force else "too_deep")
+        if force:  # the prefix is part of the step, so the trajectory reads as the model's text
+            assert leaf.text == "\\boxed{7}" and leaf.correct
+    # A format without an answer prefix is left alone.
+    (tree,), _ = greedy([problem], backend, FakeFormat(), SearchConfig(max_depth=3, force_final_answer=True), None,
+                        FakeGrader(), progress=False)
+    assert tree.nodes[-1].terminal == "too_deep"
