@@ -40,13 +40,27 @@ class BenchmarkSpec:
     generate: Callable[[], list[Problem]] | None = None  # for generated sets (no file)
 
 
-def _demo(split: str, n: int) -> Callable[[], list[Problem]]:
+def _demo(split: str, n: int, ops: tuple[int, ...] = (1, 2, 3, 4)) -> Callable[[], list[Problem]]:
     def generate() -> list[Problem]:
         from evomath.demo_data import demo_problems  # demo_data imports this module
 
-        return demo_problems(split, n)
+        return demo_problems(split, n, ops=ops)
 
     return generate
+
+
+def _demo_ops(name: str) -> BenchmarkSpec | None:
+    """``demo_train:1-2`` / ``demo_test:1-2``: the demo split restricted to 1..2 operations."""
+    base, _, span = name.partition(":")
+    spec = BENCHMARKS.get(base)
+    if not span or base not in ("demo_train", "demo_test"):
+        return None
+    low, _, high = span.partition("-")
+    if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= 4):
+        raise ValueError(f"benchmark {name!r}: operations must be a range within 1-4, like {base}:1-2")
+    ops = tuple(range(int(low), int(high or low) + 1))
+    n = 2000 if base == "demo_train" else 200
+    return BenchmarkSpec(name, f"{spec.description}, {span} operations", generate=_demo(base[5:], n, ops))
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -226,7 +240,7 @@ def load_benchmark(name: str, *, limit: int | None = None, seed: int = 0, data_d
     """A named benchmark (see BENCHMARKS), a JSONL path, or "hf:owner/name[/config][:split]"."""
     if name.startswith("hf:"):
         return _load_hf(name, limit, seed)
-    spec = BENCHMARKS.get(name)
+    spec = BENCHMARKS.get(name) or _demo_ops(name)
     if spec is not None and spec.generate is not None:
         return subset(spec.generate(), limit, seed)
     if spec is not None:
@@ -235,6 +249,6 @@ def load_benchmark(name: str, *, limit: int | None = None, seed: int = 0, data_d
     if name.endswith(".jsonl") or Path(name).is_file():
         return load_problems(name, limit=limit, seed=seed)
     raise ValueError(
-        f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)}, "
-        "a .jsonl path, or hf:owner/name[/config][:split]"
+        f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)} (demo_test:1-2 keeps the demo's "
+        "1-2 operation problems), a .jsonl path, or hf:owner/name[/config][:split]"
     )

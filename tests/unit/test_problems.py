@@ -70,6 +70,16 @@ def test_demo_benchmarks_registered():
     assert {"demo_train", "demo_test"} <= set(BENCHMARKS)
 
 
+def test_demo_benchmarks_restricted_to_operations():
+    easy = load_benchmark("demo_test:1-2")
+    assert len(easy) == 200 and {p.meta["ops"] for p in easy} == {1, 2}
+    assert {p.meta["ops"] for p in load_benchmark("demo_train:3", limit=20)} == {3}
+    assert {p.question for p in load_benchmark("demo_train:1-2")}.isdisjoint(p.question for p in easy)
+    for bad in ("demo_test:0-2", "demo_test:2-1", "demo_test:x", "demo_test:1-5"):
+        with pytest.raises(ValueError, match="range within 1-4"):
+            load_benchmark(bad)
+
+
 def test_unknown_benchmark_lists_valid_names():
     with pytest.raises(ValueError, match="math500.*demo_test.*hf:"):
         load_benchmark("gsm9k")
