@@ -63,6 +63,9 @@ class SearchConfig(_Config):
     # rStar gives unvisited children a bonus of 0 (follow the best Q); None = +inf (classic UCT).
     unvisited_bonus: float | None = 0.0
     max_code_errors: int = 2
+    # At the depth limit, open the last step with the format's answer prefix ("The answer is
+    # \boxed{" for natural steps) so the chain ends in a gradable answer, not a dead end.
+    force_final_answer: bool = False
     # Beam search SBS(B1, B2): keep B1 beams, sample B2 steps per beam.
     beam_width: int = 1
     beam_expand: int = 5
@@ -100,6 +103,7 @@ class PPMConfig(_Config):
     lora_alpha: int = 32
     heldout_fraction: float = 0.05
     min_q_margin: float = 0.5
+    max_pairs: int | None = Field(None, description="train on at most this many pairs (a seeded sample); None: all")
     min_edit_distance: int = 20
     seed: int = 0
 
@@ -127,6 +131,9 @@ class ExperimentConfig(_Config):
     rounds: int = 4
     policy: str = "smollm2-135m"
     ppm_from_round: int = Field(3, description="rStar: the PPM scores new nodes from round 3 on")
+    ppm_train_from_round: int = Field(
+        1, description="rounds before this one train no PPM (rStar trains one every round; a CPU demo saves the time)"
+    )
     bootstrap_temperature: float = 0.7
     sft_from: Literal["previous", "base"] = Field(
         "previous", description="fine-tune the previous round's policy, or the base model each round"

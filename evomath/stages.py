@@ -239,7 +239,8 @@ def build_pairs(ctx: RoundContext) -> dict:
         write_jsonl(out, [])
         return {"pairs": 0, "pair_problems": 0, "artifacts": {"pairs": str(out)}}
     by_depth = {f"pairs_depth_{depth}": n for depth, n in info["by_depth"].items()}
-    return {"pairs": info["pairs"], "pair_problems": info["problems"], **by_depth, "artifacts": {"pairs": str(out)}}
+    return {"pairs": info["pairs"], "pairs_built": info["pairs_built"], "pair_problems": info["problems"], **by_depth,
+            "artifacts": {"pairs": str(out)}}
 
 
 def _is_empty(path: Path) -> bool:
@@ -261,12 +262,13 @@ def train_policy(ctx: RoundContext) -> dict:
 
 
 def train_ppm(ctx: RoundContext) -> dict:
-    """The PPM starts from this round's policy (rStar); no pairs means no new PPM."""
+    """The PPM starts from this round's policy (rStar); no pairs (or a round before
+    ``ppm_train_from_round``) means no new PPM."""
     from evomath.models import resolve_model
     from training.ppm import train_ppm as train
 
     pairs = ctx.path("pairs.jsonl")
-    if _is_empty(pairs):
+    if ctx.round < ctx.config.ppm_train_from_round or _is_empty(pairs):
         return {"ppm_trained": 0, "artifacts": {}}
     engines.release()
     policy, _ = round_models(ctx)
@@ -391,6 +393,23 @@ def base_context(config: ExperimentConfig) -> RoundContext:
 def evaluate_base(config: ExperimentConfig) -> dict:
     """Round 0 trains nothing, so its evaluate stage scores the starting policy."""
     return run_stage(base_context(config), "evaluate")
+
+
+def recorded_round(config: ExperimentConfig, k: int) -> dict:
+    """What round k left on disk, for reports and plots: its evaluation summary rows, bucket
+    counts and minutes per stage (round 0 is the base model's evaluation)."""
+    directory = round_dir(config, k)
+    minutes, buckets = {}, {}
+    for stage in STAGES:
+        record = directory / f"stage-{stage}.json"
+        if record.exists():
+            metrics = json.loads(record.read_text())["metrics"]
+            minutes[stage] = metrics.get("stage_seconds", 0.0) / 60
+            if stage == "bucket":
+                buckets = {b: metrics[b] for b in ("easy", "medium", "hard") if b in metrics}
+    summary = directory / "eval" / "summary.json"
+    rows = json.loads(summary.read_text()) if summary.exists() else []
+    return {"round": k, "summary": rows, "buckets": buckets, "minutes": minutes}
 
 
 def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:

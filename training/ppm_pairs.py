@@ -18,6 +18,7 @@ uses, so the PPM is trained on exactly the text it later scores: ``prompt + chos
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -166,6 +167,11 @@ def make_pairs(trees_path: str | Path, out_path: str | Path, fmt, config: PPMCon
             f"{trees_path}: no PPM pair from {len(trees)} trees: pairs need problems with both correct and "
             "wrong rollouts (or relax min_q_margin / min_edit_distance)"
         )
+    built = len(pairs)
+    if config.max_pairs is not None and built > config.max_pairs:  # a seeded sample, in file order
+        keep = sorted(random.Random(config.seed).sample(range(built), config.max_pairs))
+        pairs = [pairs[i] for i in keep]
     write_jsonl(out_path, ({**row, "format": fmt.name} for row in pairs))
     problems = len({row["problem_id"] for row in pairs})
-    return {"trees": len(trees), "problems": problems, "pairs": len(pairs), "by_depth": pair_counts_by_depth(pairs)}
+    return {"trees": len(trees), "problems": problems, "pairs": len(pairs), "pairs_built": built,
+            "by_depth": pair_counts_by_depth(pairs)}

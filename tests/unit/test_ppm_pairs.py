@@ -181,6 +181,12 @@ def test_make_pairs_writes_rows_with_their_format_and_refuses_none(tmp_path):
     rows = list(read_jsonl(tmp_path / "pairs.jsonl"))
     assert summary_["pairs"] == len(rows) == 9 and summary_["by_depth"] == {"1": 4, "2": 1, "final": 4}
     assert {r["format"] for r in rows} == {"natural"}
+    capped = NO_FILTER.model_copy(update={"max_pairs": 5})
+    summary_ = make_pairs(tmp_path / "trees.jsonl", tmp_path / "capped.jsonl", FMT, capped)
+    kept = list(read_jsonl(tmp_path / "capped.jsonl"))
+    assert (summary_["pairs"], summary_["pairs_built"], len(kept)) == (5, 9, 5)
+    assert all(row in rows for row in kept)  # a sample of the same pairs, in file order
+    assert [rows.index(row) for row in kept] == sorted(rows.index(row) for row in kept)
     easy = Tree("easy", "q", "7")
     answer(easy, easy.root, "right \\boxed{7}", 1.0, True)
     write_trees(tmp_path / "easy.jsonl", [easy])
