@@ -82,14 +82,17 @@ def plot_accuracy_vs_tokens(rows: Sequence[Mapping], path: str | Path) -> Path:
 
 
 def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds: Sequence[str] = ROUND_KINDS) -> Path:
-    """Accuracy by round (greedy, maj@k, ppm-bon@k by default), and bucket counts by round.
+    """Accuracy by round (greedy, maj@k, ppm-bon@k by default), bucket counts by round and
+    minutes per stage by round.
 
     Each item: ``{"round": k, "summary": [summary rows], "buckets": {"easy": n, "medium": n,
-    "hard": n}}``; ``buckets`` is optional (the right panel appears when some round has it).
+    "hard": n}, "minutes": {stage: minutes}}``; ``buckets`` and ``minutes`` are optional (their
+    panel appears when some round has them).
     """
     rounds = sorted(per_round_summaries, key=lambda r: r["round"])
     with_buckets = [r for r in rounds if r.get("buckets")]
-    fig, axes = _figure(5.5, 4.0, 2 if with_buckets else 1)
+    with_minutes = [r for r in rounds if r.get("minutes")]
+    fig, axes = _figure(5.5, 4.0, 1 + bool(with_buckets) + bool(with_minutes))
     lines: dict[str, tuple[list[int], list[float]]] = {}
     for item in rounds:
         for row in item.get("summary", []):
@@ -106,7 +109,23 @@ def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds:
         axes[0].legend(fontsize=7)
     if with_buckets:
         _plot_buckets(axes[1], with_buckets)
+    if with_minutes:
+        _plot_minutes(axes[-1], with_minutes)
     return _save(fig, path)
+
+
+def _plot_minutes(ax, rounds: Sequence[Mapping]) -> None:
+    """Stacked minutes per stage, so the stage that dominates a round stands out."""
+    xs = [r["round"] for r in rounds]
+    stages = list(dict.fromkeys(stage for r in rounds for stage in r["minutes"]))
+    bottom = [0.0] * len(rounds)
+    for stage in stages:
+        minutes = [r["minutes"].get(stage, 0.0) for r in rounds]
+        ax.bar(xs, minutes, bottom=bottom, label=stage)
+        bottom = [b + m for b, m in zip(bottom, minutes)]
+    ax.set(title="minutes per stage", xlabel="round", ylabel="minutes")
+    ax.set_xticks(xs)
+    ax.legend(fontsize=7)
 
 
 def _plot_buckets(ax, rounds: Sequence[Mapping]) -> None:

@@ -237,17 +237,9 @@ class Tracker:
         self.log_dataset(run_id, path, name, context="generated")
         self.log_figure(run_id, q_histogram(path), f"plots/q-values-{name}.png")
 
-    def log_rounds(self, run_id: str, rows: Sequence[Mapping], eval_rows: Sequence[Sequence[Mapping]]) -> None:
-        """The evolution's plots (accuracy and bucket counts by round) and its table."""
-        from evaluation.report import plot_rounds
-
-        with tempfile.TemporaryDirectory() as tmp:
-            items = [
-                {"round": int(row["round"]), "summary": list(summary),
-                 "buckets": {b: row[b] for b in ("easy", "medium", "hard") if b in row}}
-                for row, summary in zip(rows, eval_rows)
-            ]
-            self.log_artifact(run_id, plot_rounds(items, Path(tmp) / "rounds.png"), "plots")
+    def log_rounds(self, run_id: str, rows: Sequence[Mapping], plot: Path) -> None:
+        """The evolution's table and its plot (accuracy, bucket counts and minutes by round)."""
+        self.log_artifact(run_id, plot, "plots")
         self.log_text(run_id, json.dumps(list(rows), indent=2), "rounds.json")
 
     # -- registry

@@ -1,9 +1,10 @@
 """Self-evolution: the starting policy's evaluation (round 0, the baseline), then rounds 1..N of
 the round flow, round k starting from round k-1's models.
 
-The evolution is the parent MLflow run (params, metrics by round, plots of accuracy and bucket
-counts by round); each round is a nested run and a subflow. Re-running a killed evolution with the
-same config continues its MLflow run and skips every finished stage.
+The evolution is the parent MLflow run (params, metrics by round, and a plot of accuracy, bucket
+counts and minutes per stage by round, also saved as ``rounds.png``); each round is a nested run
+and a subflow. Re-running a killed evolution with the same config continues its MLflow run and
+skips every finished stage.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from prefect import flow
 
 from evomath import stages
 from evomath.config import ExperimentConfig
+from evaluation.report import plot_rounds
 from evomath.tracking import Tracker
 from flows.evolution_round import config_hash, evolution_round
 from flows.scale import ScaleOut
@@ -19,6 +21,7 @@ from tasks import reports
 from tasks import stages as stage_tasks
 
 TABLE_FILE = "evolution.json"
+PLOT_FILE = "rounds.png"
 
 
 @flow(name="self-evolution", log_prints=True)
@@ -36,14 +39,14 @@ def self_evolution(
         tracker.log_config(run_id, config)
         base = stages.base_context(config)
         metrics = stage_tasks.run_stage("evaluate", base, run_id, policy=config.policy)
-        rows, evaluations = [reports.round_row(base, {"evaluate": metrics})], [reports.eval_rows(base)]
+        rows = [reports.round_row(base, {"evaluate": metrics})]
         tracker.log_metrics(run_id, rows[0], step=0)
         for k in range(1, (rounds or config.rounds) + 1):
             row = evolution_round(config, k, scale=scale, parent_run_id=run_id)
             tracker.log_metrics(run_id, row, step=k)
             rows.append(row)
-            evaluations.append(reports.eval_rows(stages.round_context(config, k)))
-        tracker.log_rounds(run_id, rows, evaluations)
+        plot = plot_rounds([stages.recorded_round(config, k) for k in range(len(rows))], directory / PLOT_FILE)
+        tracker.log_rounds(run_id, rows, plot)
         reports.write_rows(directory / TABLE_FILE, rows)
         reports.post_evolution_report(config, rows, run_id, tracker.run_url(run_id), tracker.uri)
     return rows

@@ -169,6 +169,8 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
     assert {("fake-evo-round-1-generation", "progress"), ("fake-evo-round-2-summary", "table"),
             ("fake-evo-round-2-report", "markdown"), ("fake-evo-evolution", "table")} <= kinds
     assert json.loads((tmp_path / "runs" / "fake-evo" / "evolution.json").read_text()) == rows
+    assert (tmp_path / "runs" / "fake-evo" / "rounds.png").read_bytes().startswith(b"\x89PNG")
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "plots")} == {"plots/rounds.png"}
 
     # a re-run with the same config recomputes nothing: every stage task is Cached
     fake_stages.clear()

@@ -249,7 +249,8 @@ def test_plots_are_pngs(tmp_path):
                       for b in ("b1", "b2") for m, c, t in (("greedy", True, 50), ("maj@4", False, 200), ("maj@8", True, 400))])
     path = plot_accuracy_vs_tokens(rows, tmp_path / "a" / "acc.png")
     assert path.read_bytes().startswith(PNG)
-    rounds = [{"round": k, "summary": rows, "buckets": {"easy": k, "medium": 2, "hard": 5 - k}} for k in (1, 2)]
+    rounds = [{"round": k, "summary": rows, "buckets": {"easy": k, "medium": 2, "hard": 5 - k},
+               "minutes": {"generate": 2.0 + k, "train_policy": 1.5}} for k in (1, 2)]
     assert plot_rounds(rounds, tmp_path / "rounds.png").read_bytes().startswith(PNG)
     assert plot_rounds([{"round": 1, "summary": rows}], tmp_path / "r1.png").read_bytes().startswith(PNG)
 
