@@ -19,7 +19,7 @@ def get_backend(model: str, config: EngineConfig) -> PolicyBackend:
     if _current and _current[0] == model and _current[1] == key:
         return _current[2]
     release()
-    backend = make_backend(model, config)
+    backend = make_backend(model, config, in_process=True)  # safe: this cache holds one engine at a time
     _current = (model, key, backend)
     return backend
 

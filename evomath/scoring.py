@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -171,10 +170,10 @@ class _VLLMPPM:
     """vLLM's pooling runner. Build it under ``if __name__ == "__main__":`` or in a worker process."""
 
     def __init__(self, model_dir: str, engine: EngineConfig):
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        from vllm import LLM
+        from evomath.backends.vllm_backend import engine_kwargs, prepare_environment
 
-        from evomath.backends.vllm_backend import engine_kwargs
+        prepare_environment()
+        from vllm import LLM
 
         self.llm = LLM(**engine_kwargs(model_dir, engine), runner="pooling")
         self.tokenizer = self.llm.get_tokenizer()

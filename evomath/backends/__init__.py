@@ -5,8 +5,9 @@ from evomath.backends.base import Completion, GenerationRequest, GenerationResul
 __all__ = ["Completion", "GenerationRequest", "GenerationResult", "PolicyBackend", "make_backend"]
 
 
-def make_backend(model: str, engine_config=None) -> PolicyBackend:
-    """Build the backend the config names; vLLM is imported only when it is used."""
+def make_backend(model: str, engine_config=None, in_process: bool | None = None) -> PolicyBackend:
+    """Build the backend the config names; vLLM is imported only when it is used. ``in_process``:
+    see ``vllm_backend.prepare_environment``."""
     from evomath.config import EngineConfig
 
     engine_config = engine_config or EngineConfig()
@@ -16,4 +17,4 @@ def make_backend(model: str, engine_config=None) -> PolicyBackend:
         return OpenAIBackend(model, engine_config)
     from evomath.backends.vllm_backend import VLLMBackend
 
-    return VLLMBackend(model, engine_config)
+    return VLLMBackend(model, engine_config, in_process=in_process)

@@ -6,6 +6,7 @@ One engine per process: it is built once and every request of a search batch goe
 
 from __future__ import annotations
 
+import gc
 import os
 from typing import Sequence
 
@@ -39,6 +40,27 @@ def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
     return kwargs
 
 
+_USER_PROCESS_MODE = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+
+
+def prepare_environment(in_process: bool | None = None) -> None:
+    """Settings to make before building a ``vllm.LLM``. ``in_process`` (CPU only): run the engine
+    inside this process. On a few cores vLLM's engine-core and worker processes spin against the
+    model's compute; in-process is 1.6-1.8x the tokens/s and starts in 17 s, not 41 s
+    (benchmarks/engine_processes.py). But shutting an in-process engine down tears down the
+    process's torch.distributed state, which breaks any other in-process engine, so only the
+    one-engine-per-process cache (``evomath.engines``) asks for it; None keeps vLLM's processes
+    (or whatever VLLM_ENABLE_V1_MULTIPROCESSING said when evomath was imported)."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if not _on_cpu():
+        return
+    from vllm import envs
+
+    default = _USER_PROCESS_MODE or "1"
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else default
+    envs.disable_envs_cache()  # a running in-process engine caches the environment
+
+
 def _on_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -62,13 +84,8 @@ def sampling_params(request: GenerationRequest):
 class VLLMBackend:
     """Owns one ``vllm.LLM``; serves batched sampling requests."""
 
-    def __init__(self, model: str, config: EngineConfig | None = None):
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-        if _on_cpu():
-            # On a few cores vLLM's default engine-core and worker processes spin against the
-            # model's compute: in-process is 1.6-1.8x the tokens/s and starts in 17 s, not 41 s
-            # (benchmarks/engine_processes.py). Set it to 1 to go back.
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    def __init__(self, model: str, config: EngineConfig | None = None, in_process: bool | None = None):
+        prepare_environment(in_process)
         from vllm import LLM
 
         self.config = config or EngineConfig()
@@ -90,16 +107,13 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Shut the engine down now rather than at interpreter exit: its worker processes, or (in
-        process) its weights, KV cache and process group, so training and the next engine get
-        the memory back."""
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
+        process) its weights and KV cache, so training and the next engine get the memory back."""
         engine = getattr(self.llm, "llm_engine", None)
         shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
         if shutdown:
             shutdown()
         del self.llm
-        cleanup_dist_env_and_memory()
+        gc.collect()
 
 
 def _to_result(output) -> GenerationResult:
