@@ -46,7 +46,7 @@ _USER_PROCESS_MODE = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
 def prepare_environment(in_process: bool | None = None) -> None:
     """Settings to make before building a ``vllm.LLM``. ``in_process`` (CPU only): run the engine
     inside this process. On a few cores vLLM's engine-core and worker processes spin against the
-    model's compute; in-process is 1.6-1.8x the tokens/s and starts in 17 s, not 41 s
+    model's compute; in-process is 1.8x the tokens/s and starts in 17 s, not 31 s
     (benchmarks/engine_processes.py). But shutting an in-process engine down tears down the
     process's torch.distributed state, which breaks any other in-process engine, so only the
     one-engine-per-process cache (``evomath.engines``) asks for it; None keeps vLLM's processes
