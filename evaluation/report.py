@@ -108,34 +108,22 @@ def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds:
     if lines:
         axes[0].legend(fontsize=7)
     if with_buckets:
-        _plot_buckets(axes[1], with_buckets)
-    if with_minutes:
-        _plot_minutes(axes[-1], with_minutes)
+        _stacked_bars(axes[1], with_buckets, "buckets", BUCKETS, "problems by difficulty bucket", "problems")
+    if with_minutes:  # stacked, so the stage that dominates a round stands out
+        stages = list(dict.fromkeys(stage for r in with_minutes for stage in r["minutes"]))
+        _stacked_bars(axes[-1], with_minutes, "minutes", stages, "minutes per stage", "minutes")
     return _save(fig, path)
 
 
-def _plot_minutes(ax, rounds: Sequence[Mapping]) -> None:
-    """Stacked minutes per stage, so the stage that dominates a round stands out."""
+def _stacked_bars(ax, rounds: Sequence[Mapping], field: str, parts: Sequence[str], title: str, ylabel: str) -> None:
+    """One bar per round, stacked by ``parts`` of ``round[field]`` (a missing part counts 0)."""
     xs = [r["round"] for r in rounds]
-    stages = list(dict.fromkeys(stage for r in rounds for stage in r["minutes"]))
     bottom = [0.0] * len(rounds)
-    for stage in stages:
-        minutes = [r["minutes"].get(stage, 0.0) for r in rounds]
-        ax.bar(xs, minutes, bottom=bottom, label=stage)
-        bottom = [b + m for b, m in zip(bottom, minutes)]
-    ax.set(title="minutes per stage", xlabel="round", ylabel="minutes")
-    ax.set_xticks(xs)
-    ax.legend(fontsize=7)
-
-
-def _plot_buckets(ax, rounds: Sequence[Mapping]) -> None:
-    xs = [r["round"] for r in rounds]
-    bottom = [0] * len(rounds)
-    for bucket in BUCKETS:
-        counts = [r["buckets"].get(bucket, 0) for r in rounds]
-        ax.bar(xs, counts, bottom=bottom, label=bucket)
-        bottom = [b + c for b, c in zip(bottom, counts)]
-    ax.set(title="problems by difficulty bucket", xlabel="round", ylabel="problems")
+    for part in parts:
+        heights = [r[field].get(part, 0) for r in rounds]
+        ax.bar(xs, heights, bottom=bottom, label=part)
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set(title=title, xlabel="round", ylabel=ylabel)
     ax.set_xticks(xs)
     ax.legend(fontsize=7)
 
