@@ -3,8 +3,8 @@
     python benchmarks/training_throughput.py [--model smollm2-135m] [--steps 5] [--json out.json]
     python benchmarks/training_throughput.py --scoring-only PPM_DIR
 
-Measures, on the same synthetic data: SFT tokens/s (full vs LoRA), PPM training pairs/s (full vs
-LoRA), and PPM scoring of 64 short texts through transformers vs vLLM's pooling runner (which one
+Measures, on the same synthetic data: SFT tokens/s and PPM training pairs/s, each for full fp32,
+full with bf16 autocast, and LoRA; and PPM scoring of 64 short texts through transformers vs vLLM's pooling runner (which one
 ``evomath.scoring`` should default to). Prints each figure, the ratios, and the load average: on a
 shared machine, compare only figures taken side by side in one run. Runs one thing at a time.
 """
@@ -74,31 +74,35 @@ class StepTimer(TrainerCallback):
         return min(self.times[1:])
 
 
+VARIANTS = {"full": {}, "full-bf16": {"bf16": True}, "lora": {"lora": True}}  # fp32 unless bf16
+
+
 def bench_training(model: str, workdir: Path, steps: int, batch: int) -> dict:
-    """Per run: the best step after the first; SFT in tokens/s, PPM in pairs/s."""
+    """Per variant: the best step after the first; SFT in tokens/s, PPM in pairs/s."""
     write_jsonl(workdir / "sft.jsonl", sft_rows(steps * batch))
     write_jsonl(workdir / "pairs.jsonl", pair_rows(steps * batch))
     results = {}
-    for lora in (False, True):
-        kind = "lora" if lora else "full"
+    for kind, options in VARIANTS.items():
         timer = StepTimer()
-        sft = SFTConfig(batch_size=batch, per_device_batch_size=batch, max_length=128, lora=lora)
+        sft = SFTConfig(batch_size=batch, per_device_batch_size=batch, max_length=128, **options)
         m = train_sft(workdir / "sft.jsonl", model, workdir / f"sft-{kind}", sft, progress=False,
                       overwrite=True, max_steps=steps, callbacks=[timer])
         tokens_per_step = m["tokens"] / m["steps"]
         results[f"sft_{kind}_tokens_per_s"] = tokens_per_step / timer.steady
-        print(f"SFT {kind:4s}: {tokens_per_step:.0f} tokens/step, first step {timer.times[0]:.1f} s, "
+        print(f"SFT {kind:9s}: {tokens_per_step:.0f} tokens/step, first step {timer.times[0]:.1f} s, "
               f"best of the rest {timer.steady:.2f} s/step = {results[f'sft_{kind}_tokens_per_s']:.0f} tokens/s")
         timer = StepTimer()
-        ppm = PPMConfig(batch_size=batch, per_device_batch_size=batch, max_length=128, lora=lora, heldout_fraction=0.0)
+        ppm = PPMConfig(batch_size=batch, per_device_batch_size=batch, max_length=128, heldout_fraction=0.0, **options)
         train_ppm(workdir / "pairs.jsonl", model, workdir / f"ppm-{kind}", ppm, progress=False,
                   overwrite=True, max_steps=steps, callbacks=[timer])
         results[f"ppm_{kind}_pairs_per_s"] = batch / timer.steady
-        print(f"PPM {kind:4s}: {batch} pairs/step, first step {timer.times[0]:.1f} s, "
+        print(f"PPM {kind:9s}: {batch} pairs/step, first step {timer.times[0]:.1f} s, "
               f"best of the rest {timer.steady:.2f} s/step = {results[f'ppm_{kind}_pairs_per_s']:.1f} pairs/s")
-    results["sft_lora_over_full"] = results["sft_lora_tokens_per_s"] / results["sft_full_tokens_per_s"]
-    results["ppm_lora_over_full"] = results["ppm_lora_pairs_per_s"] / results["ppm_full_pairs_per_s"]
-    print(f"LoRA / full: SFT x{results['sft_lora_over_full']:.2f}, PPM x{results['ppm_lora_over_full']:.2f}")
+    for kind in ("lora", "full-bf16"):
+        results[f"sft_{kind}_over_full"] = results[f"sft_{kind}_tokens_per_s"] / results["sft_full_tokens_per_s"]
+        results[f"ppm_{kind}_over_full"] = results[f"ppm_{kind}_pairs_per_s"] / results["ppm_full_pairs_per_s"]
+        print(f"{kind} / full fp32: SFT x{results[f'sft_{kind}_over_full']:.2f}, "
+              f"PPM x{results[f'ppm_{kind}_over_full']:.2f}")
     return results
 
 

@@ -87,6 +87,7 @@ class SFTConfig(_Config):
     lora_r: int = 16
     lora_alpha: int = 32
     warmup_ratio: float = 0.03
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
     seed: int = 0
 
 
@@ -101,6 +102,7 @@ class PPMConfig(_Config):
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
     heldout_fraction: float = 0.05
     min_q_margin: float = 0.5
     max_pairs: int | None = Field(None, description="train on at most this many pairs (a seeded sample); None: all")

@@ -114,16 +114,20 @@ def progress_bars(enabled: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def precision_args() -> dict:
-    """bf16 mixed precision, gradient checkpointing and pinned memory on GPUs; plain fp32 on CPUs.
+def precision_args(bf16: bool | None = None) -> dict:
+    """bf16 mixed precision, gradient checkpointing and pinned memory on GPUs; fp32 on CPUs unless
+    ``bf16`` asks for autocast there (faster on a CPU with AVX512-BF16: ``benchmarks/training_throughput.py``).
 
     TRL turns bf16 and gradient checkpointing on by default, which only slows a CPU down.
     """
     import torch
 
     gpu = torch.cuda.is_available()
+    if bf16 is None:
+        bf16 = gpu and torch.cuda.is_bf16_supported()
     return {
-        "bf16": gpu and torch.cuda.is_bf16_supported(),
+        "bf16": bf16,
+        "use_cpu": not gpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
         "gradient_checkpointing": gpu,
         "dataloader_pin_memory": gpu,
     }
@@ -148,7 +152,7 @@ def common_trainer_args(config, scratch: Path, progress: bool, max_steps: int | 
         "logging_steps": 1,
         "disable_tqdm": not progress,
         "dataloader_num_workers": 0,
-        **precision_args(),
+        **precision_args(config.bf16),
     }
 
 
