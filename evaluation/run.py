@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
+from evomath.scoring import prefix_scores
 from evomath.search import beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees, write_trees
 
@@ -67,8 +68,9 @@ class Context:
 
 
 def as_value_fn(scorer) -> Callable | None:
-    """A PPMScorer (``.score``) or a plain ValueFn."""
-    return None if scorer is None else getattr(scorer, "score", scorer)
+    """A PPMScorer (itself a ValueFn, kept whole for its one-pass ``score_prefixes``), an object
+    with ``.score``, or a plain ValueFn."""
+    return None if scorer is None or callable(scorer) else scorer.score
 
 
 # --- generation runs ----------------------------------------------------------------------------
@@ -89,13 +91,14 @@ def run_samples(ctx: Context, n: int, score: bool) -> Run:
 
 
 def score_chains(trees: Sequence[Tree], value_fn: Callable) -> float:
-    """Score every step of every answered chain in one call (stored as the nodes' priors), so
-    min-step and last-step aggregation both have what they need; returns the seconds it took."""
+    """Score every step of every answered chain (stored as the nodes' priors), so min-step and
+    last-step aggregation both have what they need; returns the seconds it took."""
     began = time.perf_counter()
-    nodes = [(t, n) for t in trees for chain in chains(t) if is_answer(chain[-1]) for n in chain]
-    scores = value_fn([(t.question, t.steps_text(n)) for t, n in nodes]) if nodes else []
-    for (_, node), score in zip(nodes, scores, strict=True):
-        node.prior = float(score)
+    answered = [(t, chain) for t in trees for chain in chains(t) if is_answer(chain[-1])]
+    items = [(t.question, [n.text for n in chain]) for t, chain in answered]
+    for (_, chain), scores in zip(answered, prefix_scores(value_fn, items) if items else [], strict=True):
+        for node, score in zip(chain, scores, strict=True):
+            node.prior = score
     return time.perf_counter() - began
 
 

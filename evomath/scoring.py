@@ -35,8 +35,13 @@ class NotAPPMError(ValueError):
 
 
 def ppm_text(question: str, trajectory: str) -> str:
-    """What the PPM reads: the bare question (no few-shot prompt), a blank line, the solution so far."""
-    return f"{question.strip()}\n\n{trajectory}"
+    """What the PPM reads: the bare question (no few-shot prompt), a blank line, the solution so far.
+
+    Trailing whitespace is dropped: a step's closing newlines tokenise differently before the next
+    step, so without them a prefix's tokens start the longer chain's and ``score_prefixes`` can
+    read every step from one pass.
+    """
+    return f"{question.strip()}\n\n{trajectory.rstrip()}"
 
 
 def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
@@ -105,6 +110,19 @@ class PPMScorer:
         texts = [ppm_text(question, self.fmt.trajectory(list(steps))) for question, steps in items]
         return self.score_texts(texts)
 
+    def score_prefixes(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """The score after each step of each (question, steps) chain, the same values ``score`` gives
+        each prefix. A causal PPM's head at the token that ends a step reads only that prefix, so one
+        forward pass over the whole chain scores all its steps; a prefix whose tokens are not the
+        start of the chain's tokens (a merge across a step boundary) gets its own pass."""
+        reads, bounds = [], [0]
+        for question, steps in items:
+            texts = [ppm_text(question, self.fmt.trajectory(list(steps[: k + 1]))) for k in range(len(steps))]
+            reads += _reads(encode(self._impl.tokenizer, texts)) if texts else []
+            bounds.append(len(reads))
+        raw = self._impl.raw_scores_at(reads, self.batch_size)
+        return [[math.tanh(r) for r in raw[a:b]] for a, b in zip(bounds, bounds[1:])]
+
     def score_texts(self, texts: Sequence[str]) -> list[float]:
         """tanh of the raw head output, for texts already built with ``ppm_text``."""
         if not texts:
@@ -114,6 +132,25 @@ class PPMScorer:
 
     def close(self) -> None:
         self._impl.close()
+
+
+def _reads(prefix_ids: list[list[int]]) -> list[tuple[list[int], int]]:
+    """(token ids, position to read) per prefix: the full chain's ids wherever a prefix's ids start them."""
+    full = prefix_ids[-1]
+    return [(full, len(ids) - 1) if full[: len(ids)] == ids else (ids, len(ids) - 1) for ids in prefix_ids]
+
+
+def prefix_scores(value_fn, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+    """Every prefix's score of each chain: a ``PPMScorer`` in one pass per chain, any other ValueFn
+    called once on all the prefixes."""
+    if isinstance(value_fn, PPMScorer):
+        return value_fn.score_prefixes(items)
+    flat = value_fn([(question, list(steps[: k + 1])) for question, steps in items for k in range(len(steps))])
+    out, start = [], 0
+    for _, steps in items:
+        out.append([float(v) for v in flat[start : start + len(steps)]])
+        start += len(steps)
+    return out
 
 
 def load_scorer(path: str | Path, backend: Backend = DEFAULT_BACKEND, **kwargs) -> PPMScorer:
@@ -151,7 +188,23 @@ class _TransformersPPM:
                     scores[i] = value
         return scores
 
-    def _forward(self, batch: list[list[int]]) -> list[float]:
+    def raw_scores_at(self, reads: list[tuple[list[int], int]], batch_size: int) -> list[float]:
+        """The head's output at given positions; a sequence read at several positions is run once."""
+        unique: dict[tuple[int, ...], int] = {}
+        for ids, _ in reads:
+            unique.setdefault(tuple(ids), len(unique))
+        sequences = [list(ids) for ids in unique]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        heads: list = [None] * len(sequences)
+        with self.torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                for i, row in zip(chunk, self._token_heads([sequences[i] for i in chunk]), strict=True):
+                    heads[i] = row
+        return [float(heads[unique[tuple(ids)]][position]) for ids, position in reads]
+
+    def _batch(self, batch: list[list[int]]):
+        """Right-padded ids and attention mask on the model's device."""
         torch = self.torch
         width = max(len(x) for x in batch)
         input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -159,8 +212,19 @@ class _TransformersPPM:
         for row, seq in enumerate(batch):
             input_ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
-        logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
+        return input_ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, batch: list[list[int]]) -> list[float]:
+        input_ids, mask = self._batch(batch)
+        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
         return logits[:, 0].float().tolist()
+
+    def _token_heads(self, batch: list[list[int]]) -> list:
+        """The score head at every token (what the classifier pools at the last one), per sequence."""
+        input_ids, mask = self._batch(batch)
+        body = getattr(self.model, self.model.base_model_prefix)
+        hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return self.model.score(hidden)[..., 0].float().cpu().tolist()
 
     def close(self) -> None:
         del self.model
@@ -184,6 +248,10 @@ class _VLLMPPM:
         prompts = [{"prompt_token_ids": seq} for seq in ids]
         outputs = self.llm.classify(prompts, pooling_params=PoolingParams(use_activation=False), use_tqdm=False)
         return [float(out.outputs.probs[0]) for out in outputs]
+
+    def raw_scores_at(self, reads: list[tuple[list[int], int]], batch_size: int) -> list[float]:
+        """The pooling runner reads the last token only: each position is its own prefix."""
+        return self.raw_scores([ids[: position + 1] for ids, position in reads], batch_size)
 
     def close(self) -> None:
         engine = getattr(self.llm, "llm_engine", None)

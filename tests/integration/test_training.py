@@ -97,13 +97,18 @@ def test_ppm_trains_reports_accuracy_and_scores_alike_in_both_backends(embedded_
 
     items = [("Tom has 3 pens and gets 4 more. How many pens does he have?", ["He adds: 3 + 4 = 7 pens."]),
              ("Tom has 3 pens and gets 4 more. How many pens does he have?", ["He errs: 3 - 4 = -1 pens."])]
+    question, steps = items[0][0], ["He starts with 3 pens.\n\n", "He gets 4: 3 + 4 = 7.\n\n", "\\boxed{7}"]
     scorer = load_scorer(out, backend="transformers")
     local = scorer.score(items)
+    each_prefix = scorer.score([(question, steps[: k + 1]) for k in range(len(steps))])
+    [one_pass] = scorer.score_prefixes([(question, steps)])
     scorer.close()
     assert all(-1.0 <= s <= 1.0 for s in local) and local[0] != local[1]
+    assert one_pass == pytest.approx(each_prefix, abs=1e-5)
     served = load_scorer(out, backend="vllm", engine=EngineConfig(dtype="float32", cpu_kv_cache_gb=0.25))
     try:
         assert served.score(items) == pytest.approx(local, abs=1e-4)
+        assert served.score_prefixes([(question, steps)])[0] == pytest.approx(each_prefix, abs=1e-4)
     finally:
         served.close()
 

@@ -63,7 +63,8 @@ def mixed_tree() -> Tree:
 
 
 def first_word(text: str) -> str:
-    return text.split(":")[0]
+    """The step's label; a later step's text starts with the separator the PPM text moved off its prompt."""
+    return text.split(":")[0].lstrip("\n")
 
 
 def summary(rows):
@@ -94,6 +95,8 @@ def test_prompts_share_the_prefix_and_prompt_plus_step_is_the_scorers_text():
     assert at_a["prompt"] == ppm_text(question, a.text)
     assert at_a["prompt"] + at_a["chosen"] == ppm_text(question, FMT.trajectory([a.text, a1.text]))
     assert at_a["prompt"] + at_a["rejected"] == ppm_text(question, FMT.trajectory([a.text, a2.text]))
+    assert at_a["prompt"] == ppm_text(question, a.text.rstrip())  # the separator goes with the next step
+    assert at_a["chosen"] == "\n\n" + a1.text
     final = rows[5]
     assert final["prompt"] == ppm_text(question, "")
     assert final["chosen"] == a.text + a1.text
