@@ -23,7 +23,7 @@ from evaluation.report import plot_rounds
 from evomath import stages
 from evomath.config import ExperimentConfig, load_config
 
-METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8")
+METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8", "ppm-vote@8")
 
 
 def seeded(config: ExperimentConfig, seed: int, run_dir: str) -> ExperimentConfig:
@@ -71,13 +71,14 @@ def run_seed(config: ExperimentConfig) -> dict:
     start = time.perf_counter()
     results = stages.run_evolution(config)
     minutes = (time.perf_counter() - start) / 60
+    stage_minutes = sum(m.get("stage_seconds", 0) for r in results for m in r.values()) / 60
     rows = [round_row(k, r, benchmark) for k, r in enumerate(results)]
-    print(f"\n{config.name}: {config.rounds} rounds in {minutes:.1f} minutes (held-out: {benchmark}, "
-          f"{config.eval.limit} problems)")
+    print(f"\n{config.name}: {config.rounds} rounds, {stage_minutes:.1f} minutes of stages as recorded "
+          f"({minutes:.1f} minutes in this call; held-out: {benchmark}, {config.eval.limit} problems)")
     print_table(rows)
     directory = stages.experiment_dir(config)
     plot = plot_rounds([stages.recorded_round(config, k) for k in range(len(rows))], directory / "rounds.png")
-    learning = {"name": config.name, "minutes": minutes, "rows": rows}
+    learning = {"name": config.name, "minutes": stage_minutes, "call_minutes": minutes, "rows": rows}
     (directory / "learning.json").write_text(json.dumps(learning, indent=2))
     print(f"plot: {plot}")
     return learning
@@ -85,11 +86,14 @@ def run_seed(config: ExperimentConfig) -> dict:
 
 def spread(runs: list[dict]) -> None:
     """Per seed and across seeds, in points: the greedy gain from the base model to the last round,
-    and each PPM best-of-8 minus majority vote over the same 8 samples in the last round."""
+    and each PPM selection (best-of-8, PPM-weighted vote) minus majority vote over the same 8
+    samples in the last round; and the minutes its stages took (as recorded, so a resumed run
+    still counts the work done before)."""
     columns = {
         "greedy gain": lambda r: 100 * (r["rows"][-1]["greedy"] - r["rows"][0]["greedy"]),
         "bon-maj": lambda r: 100 * ((r["rows"][-1]["ppm-bon@8"] or 0) - r["rows"][-1]["maj@8"]),
         "bon_last-maj": lambda r: 100 * ((r["rows"][-1]["ppm-bon-last@8"] or 0) - r["rows"][-1]["maj@8"]),
+        "vote-maj": lambda r: 100 * ((r["rows"][-1]["ppm-vote@8"] or 0) - r["rows"][-1]["maj@8"]),
         "minutes": lambda r: r["minutes"],
     }
     values = {label: [f(r) for r in runs] for label, f in columns.items()}
