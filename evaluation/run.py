@@ -70,7 +70,9 @@ class Context:
 def as_value_fn(scorer) -> Callable | None:
     """A PPMScorer (itself a ValueFn, kept whole for its one-pass ``score_prefixes``), an object
     with ``.score``, or a plain ValueFn."""
-    return None if scorer is None or callable(scorer) else scorer.score
+    if scorer is None or callable(scorer):
+        return scorer
+    return scorer.score
 
 
 # --- generation runs ----------------------------------------------------------------------------

@@ -362,6 +362,12 @@ def test_sampling_methods_share_one_best_of_n_run(tmp_path):
     assert [r["problem_id"] for r in read_jsonl(tmp_path / "demo/maj@8.jsonl")] == ["p0", "p1"]
 
 
+def test_a_plain_value_fn_serves_as_the_ppm(tmp_path):
+    ppm = FakePPM()
+    records, _ = run_eval("maj@8,ppm-bon@8", tmp_path, ppm.score)  # a callable, as PPMScorer is
+    assert ppm.calls == 1 and [r["correct"] for r in by_method(records)["ppm-bon@8"]] == [True, True]
+
+
 def test_greedy_beam_mcts_and_offline(tmp_path):
     ppm = FakePPM()
     records, backend = run_eval("greedy,beam-2x3,mcts@3,mcts@3-top1,offline-q,offline-ppm", tmp_path, ppm)
