@@ -1,5 +1,5 @@
-"""Fakes shared by the beam-search and sampling tests: one line per step, \\boxed{} ends a chain
-(the conventions of test_mcts.py, whose format also scripts code steps)."""
+"""Fakes shared by the search tests: one line per step, \\boxed{} ends a chain. test_mcts.py
+uses Step and Problem and keeps its own format, which also scripts code steps."""
 
 from __future__ import annotations
 

@@ -15,25 +15,10 @@ from evomath.search import SearchStats, mcts, run_search
 from evomath.search.engine import derive_seed
 from evomath.search.mcts import TreeSearch, uct
 from evomath.tree import Node, Tree, append_trees, read_trees
+from search_fakes import Problem, Step
 
 
 # --- fakes -------------------------------------------------------------------------------------
-@dataclass
-class Step:
-    text: str
-    code: str | None
-    ends_code: bool
-    is_final: bool
-    answer: str | None
-
-
-@dataclass
-class Problem:
-    id: str
-    question: str
-    answer: str
-
-
 class FakeFormat:
     """One line per step; '??' or empty = unparsable; CODE: adds code; \\boxed{} ends."""
 
