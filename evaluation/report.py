@@ -22,7 +22,7 @@ TABLE = (  # header, summary key, format
     ("tokens/q", "tokens_per_question", "{:.0f}"),
     ("pass@k", "pass_at_k", "{:.1%}"),
 )
-ROUND_KINDS = ("greedy", "maj", "ppm-bon")  # what plot_rounds follows by default
+ROUND_KINDS = ("greedy", "maj", "ppm-bon", "ppm-vote")  # what plot_rounds follows by default
 BUCKETS = ("easy", "medium", "hard")
 
 
@@ -82,7 +82,7 @@ def plot_accuracy_vs_tokens(rows: Sequence[Mapping], path: str | Path) -> Path:
 
 
 def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds: Sequence[str] = ROUND_KINDS) -> Path:
-    """Accuracy by round (greedy, maj@k, ppm-bon@k by default), bucket counts by round and
+    """Accuracy by round (greedy, maj@k, ppm-bon@k, ppm-vote@k by default), bucket counts by round and
     minutes per stage by round.
 
     Each item: ``{"round": k, "summary": [summary rows], "buckets": {"easy": n, "medium": n,

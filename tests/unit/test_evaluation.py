@@ -21,6 +21,7 @@ from evomath.cli import main
 from evomath.config import SearchConfig
 from evomath.problems import Problem
 from evomath.tree import Tree, read_jsonl, read_trees
+from search_fakes import Step
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -256,15 +257,6 @@ def test_plots_are_pngs(tmp_path):
 
 
 # --- evaluate() on a scripted policy -------------------------------------------------------------
-@dataclass
-class Step:
-    text: str
-    code: str | None = None
-    ends_code: bool = False
-    is_final: bool = False
-    answer: str | None = None
-
-
 class FakeFormat:
     name = "fake"
     stop = ("\n",)
