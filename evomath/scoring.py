@@ -178,18 +178,12 @@ class _TransformersPPM:
             self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
     def raw_scores(self, ids: list[list[int]], batch_size: int) -> list[float]:
-        """Batches of similar length (less padding), results put back in input order."""
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        scores = [0.0] * len(ids)
-        with self.torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                for i, value in zip(chunk, self._forward([ids[i] for i in chunk]), strict=True):
-                    scores[i] = value
-        return scores
+        """The head at each sequence's last token: what the classifier pools."""
+        return self.raw_scores_at([(seq, len(seq) - 1) for seq in ids], batch_size)
 
     def raw_scores_at(self, reads: list[tuple[list[int], int]], batch_size: int) -> list[float]:
-        """The head's output at given positions; a sequence read at several positions is run once."""
+        """The head's output at given positions, in batches of similar length (less padding); a
+        sequence read at several positions is run once."""
         unique: dict[tuple[int, ...], int] = {}
         for ids, _ in reads:
             unique.setdefault(tuple(ids), len(unique))
@@ -213,11 +207,6 @@ class _TransformersPPM:
             input_ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         return input_ids.to(self.device), mask.to(self.device)
-
-    def _forward(self, batch: list[list[int]]) -> list[float]:
-        input_ids, mask = self._batch(batch)
-        logits = self.model(input_ids=input_ids, attention_mask=mask).logits
-        return logits[:, 0].float().tolist()
 
     def _token_heads(self, batch: list[list[int]]) -> list:
         """The score head at every token (what the classifier pools at the last one), per sequence."""
