@@ -12,6 +12,7 @@ import errno
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,8 +75,8 @@ def resolve_model(spec: str) -> str:
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
         return str(check_model_dir(path))
-    if spec.count("/") == 1:
-        return spec  # a Hugging Face hub id: vLLM and transformers fetch it themselves
+    if HUB_ID.fullmatch(spec):
+        return str(hub_snapshot(spec))
     known = ", ".join(sorted(EMBEDDED_MODELS))
     raise ModelError(
         f"unknown model {spec!r}: give an embedded name ({known}), a model directory, "
@@ -83,8 +84,48 @@ def resolve_model(spec: str) -> str:
     )
 
 
+# owner/name as the Hugging Face hub spells repository ids.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+# What a model needs from the hub: no consolidated/original duplicates, no other frameworks' weights.
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+
+
+def hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot directory of a hub model: the Hugging Face cache's if it holds one, else a
+    download into that cache. Training, scoring and the stage keys all need a directory, and a
+    snapshot path names the exact commit, so every stage of a round reads the same weights."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        path = snapshot_download(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        try:
+            path = snapshot_download(repo_id, allow_patterns=list(HUB_PATTERNS))
+        except Exception as err:  # offline, no network, unknown repo, gated repo, ...
+            raise ModelError(_not_downloadable(repo_id, err)) from None
+    try:
+        return check_model_dir(path)
+    except ModelError as err:
+        raise ModelError(f"{repo_id}: the cached snapshot is incomplete ({err}); re-download it with "
+                         f"`hf download {repo_id}`") from None
+
+
+def _not_downloadable(repo_id: str, err: Exception) -> str:
+    from huggingface_hub import constants
+
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (
+        f"model {repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be "
+        f"downloaded ({reason}); pre-download it where the hub is reachable with `hf download {repo_id}` "
+        "(the same cache directory, or point HF_HOME / HF_HUB_CACHE at a copy of it), or give a local "
+        f"model directory instead (no directory {repo_id} exists here)"
+    )
+
+
 def check_model_dir(path: str | Path) -> Path:
-    """Refuse a directory that is not a complete model, naming what is missing."""
+    """Refuse a directory that is not a complete model, naming what is missing (a sharded model's
+    missing shard included)."""
     path = Path(path)
     if not path.is_dir():
         raise ModelError(f"model directory {path} does not exist")
@@ -96,7 +137,23 @@ def check_model_dir(path: str | Path) -> Path:
         json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as err:
         raise ModelError(f"{path}/config.json is corrupt ({err.msg}); re-create or re-pull the model") from None
+    missing = [name for name in weight_files(path) if not (path / name).is_file()]
+    if missing:
+        raise ModelError(f"{path} lacks weight shard(s) {', '.join(missing[:3])} named in its index")
     return path
+
+
+def weight_files(path: str | Path) -> list[str]:
+    """The weight files of a model directory: the shards its index names, else the single file."""
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map", {})
+        except json.JSONDecodeError as err:
+            raise ModelError(f"{index} is corrupt ({err.msg})") from None
+        return sorted(set(weight_map.values()))
+    return [name for name in WEIGHT_FILES if (path / name).is_file()]
 
 
 def cached_path(name: str) -> Path:

@@ -32,12 +32,13 @@ def read_rows(path: str | Path, required: Sequence[str], what: str) -> list[dict
     return rows
 
 
-def check_base_model(path: str | Path) -> Path:
-    """A base model must be a complete local directory (names are resolved by the command line)."""
-    from evomath.models import ModelError, check_model_dir
+def check_base_model(spec: str | Path) -> Path:
+    """The base model's complete local directory: a directory as it is, a hub id (or embedded name,
+    MLflow URI) through the model store, which finds or fetches its snapshot."""
+    from evomath.models import ModelError, resolve_model
 
     try:
-        return check_model_dir(path)
+        return Path(resolve_model(str(spec)))
     except ModelError as err:
         raise TrainingInputError(f"base model: {err}") from None
 
@@ -131,6 +132,73 @@ def precision_args(bf16: bool | None = None) -> dict:
         "gradient_checkpointing": gpu,
         "dataloader_pin_memory": gpu,
     }
+
+
+def model_init_kwargs(config) -> dict:
+    """How the trainers load the base model: fp32 master weights for full fine-tuning.
+
+    ``dtype="auto"`` loads a bf16 checkpoint (every Qwen model) in bf16 and the Trainer then keeps
+    bf16 master weights: at rStar's lr 7e-6 one AdamW step moves a bf16 weight of size ~0.02 by
+    less than half its ulp, so ~92% of the weights do not change at all. In fp32, with bf16
+    autocast for the matmuls (``precision_args``), every weight moves. LoRA keeps the frozen base
+    in its own dtype (half the memory); its trainable parameters are upcast (``upcast_trainable``).
+    """
+    return {"dtype": "auto" if config.lora else "float32"}
+
+
+def upcast_trainable(model) -> int:
+    """Make every trainable parameter fp32 (LoRA's ``modules_to_save`` copies, e.g. the PPM's head,
+    keep the base's bf16 otherwise); returns how many were cast. Call before ``train()``: the
+    optimizer is built there."""
+    import torch
+
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def base_dtype(base: Path) -> str:
+    """The dtype a base checkpoint is stored in (its config's ``dtype``, formerly ``torch_dtype``)."""
+    import json
+
+    config = json.loads((base / "config.json").read_text())
+    return config.get("dtype") or config.get("torch_dtype") or "float32"
+
+
+def store_in_dtype(model_dir: Path, dtype: str) -> None:
+    """Rewrite a saved model's floating-point weights in ``dtype`` (the base's): training keeps fp32
+    master weights, but a 7B policy saved in fp32 would take 28 GB a round instead of 14, and vLLM
+    serves it in bf16 anyway. The whole run's update, unlike one step's, survives the rounding."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from evomath.models import weight_files
+
+    target = getattr(torch, dtype)
+    for name in weight_files(model_dir):
+        path = model_dir / name
+        if path.suffix != ".safetensors":
+            continue
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {"format": "pt"}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+        if all(not t.is_floating_point() or t.dtype == target for t in tensors.values()):
+            continue
+        tensors = {k: t.to(target) if t.is_floating_point() else t for k, t in tensors.items()}
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+        del tensors
+    config_path = model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dtype"] = dtype
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def common_trainer_args(config, scratch: Path, progress: bool, max_steps: int | None) -> dict:

@@ -32,13 +32,17 @@ from evomath.config import PPMConfig
 from evomath.scoring import HEAD, MARKER_KEY, PPMScorer, encode
 from training import TrainingInputError
 from training.model_io import (
+    base_dtype,
     check_base_model,
     common_trainer_args,
     is_main_process,
     lora_config,
+    model_init_kwargs,
     progress_bars,
     read_rows,
     staged_model_dir,
+    store_in_dtype,
+    upcast_trainable,
 )
 
 
@@ -159,7 +163,7 @@ def build_trainer(rows: list[dict], base: Path, scratch: Path, config: PPMConfig
     data = Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
     args = RewardConfig(
         **common_trainer_args(config, scratch, progress, max_steps),
-        model_init_kwargs={"dtype": "auto"},
+        model_init_kwargs=model_init_kwargs(config),
     )
     trainer = _tanh_reward_trainer_class()(
         model=str(base),
@@ -170,6 +174,7 @@ def build_trainer(rows: list[dict], base: Path, scratch: Path, config: PPMConfig
     )
     if len(trainer.train_dataset) == 0:
         raise TrainingInputError(f"every PPM pair is longer than max_length={config.max_length} tokens")
+    upcast_trainable(trainer.model)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     return trainer
@@ -186,6 +191,8 @@ def save_ppm(trainer, base: Path, stage: Path, scratch: Path, lora: bool, fmt_na
             trainer.processing_class.save_pretrained(str(stage))
     else:
         trainer.save_model(str(stage))
+        if is_main_process():
+            store_in_dtype(stage, base_dtype(base))
     if is_main_process():
         mark_ppm(stage, fmt_name)
 

@@ -17,13 +17,17 @@ from evomath.config import SFTConfig
 from training import TrainingInputError
 from training.model_io import (
     accelerate_command,
+    base_dtype,
     check_base_model,
     common_trainer_args,
     is_main_process,
     lora_config,
+    model_init_kwargs,
     progress_bars,
     read_rows,
     staged_model_dir,
+    store_in_dtype,
+    upcast_trainable,
 )
 
 
@@ -78,7 +82,7 @@ def build_trainer(rows: list[dict], base: Path, scratch: Path, config: SFTConfig
     args = TRLSFTConfig(
         **common_trainer_args(config, scratch, progress, max_steps),
         completion_only_loss=True,  # rStar: the loss is on the solution only, never the prompt
-        model_init_kwargs={"dtype": "auto"},
+        model_init_kwargs=model_init_kwargs(config),
     )
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     trainer = SFTTrainer(
@@ -89,6 +93,7 @@ def build_trainer(rows: list[dict], base: Path, scratch: Path, config: SFTConfig
     )
     if len(trainer.train_dataset) == 0:
         raise TrainingInputError(f"no SFT example has a completion token within max_length={config.max_length}")
+    upcast_trainable(trainer.model)
     if not progress:
         trainer.remove_callback(PrinterCallback)
     return trainer
@@ -102,6 +107,8 @@ def save_policy(trainer, base: Path, stage: Path, scratch: Path, lora: bool) -> 
     """
     if not lora:
         trainer.save_model(str(stage))
+        if is_main_process():
+            store_in_dtype(stage, base_dtype(base))
         return
     adapter = scratch / "adapter"
     trainer.save_model(str(adapter))

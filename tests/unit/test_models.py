@@ -27,8 +27,41 @@ def test_unknown_name_says_what_is_accepted(home):
         resolve_model("gpt-17")
 
 
-def test_hub_id_passes_through(home):
-    assert resolve_model("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, with the hub unreachable (as on these machines)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_id_resolves_to_its_cached_snapshot(tmp_path, hub_cache):
+    from hf_cache import install_snapshot
+
+    snapshot = install_snapshot(_fake_model(tmp_path / "m"), hub_cache, "Qwen/Qwen2.5-Math-1.5B", "ab" * 20)
+    resolved = resolve_model("Qwen/Qwen2.5-Math-1.5B")
+    assert resolved == str(snapshot) and check_model_dir(resolved)
+    # the snapshot directory itself (a path into the cache) is a model directory too
+    assert resolve_model(str(snapshot)) == str(snapshot)
+
+
+def test_uncached_hub_id_offline_names_the_id_and_how_to_download(hub_cache):
+    with pytest.raises(ModelError, match=r"Qwen/Qwen2.5-Math-7B is not in the Hugging Face cache.*"
+                                         r"hf download Qwen/Qwen2.5-Math-7B"):
+        resolve_model("Qwen/Qwen2.5-Math-7B")
+
+
+def test_a_missing_shard_is_refused(tmp_path):
+    path = _fake_model(tmp_path / "m")
+    (path / "model.safetensors").rename(path / "model-00001-of-00002.safetensors")
+    index = {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match="lacks weight shard.*00002-of-00002"):
+        check_model_dir(path)
 
 
 def test_local_directory_resolves(tmp_path):
