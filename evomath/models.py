@@ -9,6 +9,7 @@ half-written model.
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import json
 import os
@@ -154,6 +155,50 @@ def weight_files(path: str | Path) -> list[str]:
             raise ModelError(f"{index} is corrupt ({err.msg})") from None
         return sorted(set(weight_map.values()))
     return [name for name in WEIGHT_FILES if (path / name).is_file()]
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def model_fingerprint(spec: str | Path) -> str:
+    """What a model is, for cache and resume keys. A local directory: its config and weight files'
+    contents (every shard; memoised per process by size and mtime, so a 15 GB policy is hashed once);
+    a Hugging Face snapshot: its path, which names the commit; a name or an uncached hub id: its
+    spelling. Two directories with the same path but retrained weights never share a key."""
+    path = Path(spec).expanduser()
+    if not path.is_dir() and HUB_ID.fullmatch(str(spec)):
+        path = _cached_snapshot(str(spec)) or path
+    if not path.is_dir():
+        return str(spec)
+    if path.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", path.name):
+        return f"snapshot:{path}"
+    digest = hashlib.sha256()
+    for name in ["config.json", *weight_files(path)]:
+        if (path / name).is_file():
+            digest.update(f"{name}:{_file_digest(path / name)}".encode())
+    return digest.hexdigest()
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
 
 
 def cached_path(name: str) -> Path:

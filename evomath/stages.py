@@ -10,8 +10,10 @@ functions for Prefect with the same keys; nothing here knows about Prefect or ML
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Callable
 
 from evomath import engines
 from evomath.config import ExperimentConfig, SearchConfig
+from evomath.models import model_fingerprint
 from evomath.problems import Problem, load_benchmark
 from evomath.tree import Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
 
@@ -132,12 +135,14 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
 
     problems = training_problems(ctx.config)
     out = ctx.path("trees.jsonl")
-    done = _recover_trees(out)
+    key = generation_key(ctx)
+    done = _recover_trees(out, key)
     todo = [p for p in problems if p.id not in done]
     count = len(done)
 
     def keep(tree: Tree) -> None:
         nonlocal count
+        tree.meta[GENERATION_KEY] = key
         append_trees(out, [tree])
         count += 1
         if on_progress:
@@ -152,7 +157,7 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
             _, stats = mcts(todo, backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader,
                             _value_fn(ctx), keep)
     trees = list(read_trees(out))
-    solved = sum(any(n.correct for n in t.answered()) for t in trees)
+    solved = sum(any(t.is_success(n) for n in t.answered()) for t in trees)
     metrics = {
         "problems": len(trees),
         "resumed_problems": len(done),
@@ -164,11 +169,39 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     return metrics | {"artifacts": {"trees": str(out)}}
 
 
-def _recover_trees(path: Path) -> dict[str, Tree]:
-    """Finished trees of an interrupted run; a torn last line is dropped from the file."""
+GENERATION_KEY = "generation_key"
+
+
+def generation_key(ctx: RoundContext) -> str:
+    """What a round's trees depend on: the round's search settings, the engine, the sandbox, the
+    problems, and the models (by content, ``model_fingerprint``). Every tree carries it, so a rerun
+    after any of these changed does not continue trees another setting made."""
+    parts = {
+        "search": round_search_config(ctx).model_dump(mode="json"),
+        "engine": ctx.config.engine.model_dump(mode="json"),
+        "sandbox": ctx.config.sandbox.model_dump(mode="json"),
+        "data": ctx.config.data.model_dump(mode="json"),
+        "policy": model_fingerprint(ctx.policy),
+        "ppm": model_fingerprint(ctx.ppm) if ctx.uses_ppm else None,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _recover_trees(path: Path, key: str) -> dict[str, Tree]:
+    """Finished trees of an interrupted run made under ``key``; a torn last line is dropped from the
+    file. Trees made under another key (the config or a model changed since) are not continued: the
+    file is moved aside to ``<name>.stale`` (not deleted) and generation starts afresh."""
     if not path.exists():
         return {}
     trees = {t.problem_id: t for t in read_trees(path)}
+    stale = sum(t.meta.get(GENERATION_KEY) != key for t in trees.values())
+    if stale:
+        aside = next(a for i in itertools.count()
+                     if not (a := path.with_name(path.name + (f".stale.{i}" if i else ".stale"))).exists())
+        log.warning("%s: %d of %d trees were made with other settings or models; moved to %s, starting afresh",
+                    path, stale, len(trees), aside)
+        os.replace(path, aside)
+        return {}
     write_trees(path, trees.values())
     return trees
 
@@ -303,8 +336,8 @@ STAGE_INPUTS: dict[str, list[str]] = {
     "select_sft": ["trees-final.jsonl"],
     "build_pairs": ["trees-final.jsonl"],
     "train_policy": ["sft.jsonl"],
-    "train_ppm": ["pairs.jsonl", "policy/model.safetensors"],
-    "evaluate": ["policy/model.safetensors", "ppm/model.safetensors"],
+    "train_ppm": ["pairs.jsonl", "policy"],
+    "evaluate": ["policy", "ppm"],
 }
 
 
@@ -321,8 +354,9 @@ def stage_inputs(ctx: RoundContext, stage: str) -> list[Path]:
 
 def stage_key(ctx: RoundContext, stage: str) -> str:
     """Hash of the stage, the config, the models it starts from and its input files' contents."""
+    models = [model_fingerprint(ctx.policy), model_fingerprint(ctx.ppm) if ctx.ppm else None]
     digest = hashlib.sha256()
-    digest.update(json.dumps([stage, ctx.round, ctx.policy, ctx.ppm]).encode())
+    digest.update(json.dumps([stage, ctx.round, ctx.policy, ctx.ppm, *models]).encode())
     digest.update(ctx.config.model_dump_json().encode())
     for path in stage_inputs(ctx, stage):
         digest.update(path.name.encode())
@@ -331,8 +365,11 @@ def stage_key(ctx: RoundContext, stage: str) -> str:
 
 
 def _file_hash(path: Path) -> str:
+    """A file's SHA-256; a model directory's fingerprint (every shard)."""
     if not path.exists():
         return "missing"
+    if path.is_dir():
+        return model_fingerprint(path)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-TERMINAL_KINDS = ("answer", "too_deep", "code_errors", "no_step")
+# "length": the prompt (question + steps so far) no longer fits the model's context.
+TERMINAL_KINDS = ("answer", "too_deep", "code_errors", "no_step", "length")
 
 
 @dataclass
@@ -99,14 +100,39 @@ class Tree:
     def answered(self) -> list[Node]:
         return [n for n in self.nodes if n.terminal == "answer"]
 
+    def has_failing_code(self, node: Node) -> bool:
+        """Did some step from the first one down to ``node`` run code that failed?"""
+        return any(n.code_error for n in self.path(node))
+
+    def is_success(self, node: Node) -> bool:
+        """A correct answer reached without failing code: the only outcome that counts as a positive
+        (its +1 backed up, SFT data, the chosen side of a PPM pair, a solved problem). An answer
+        after a traceback may be right by luck; rStar ends a branch at its error threshold, and with
+        a threshold above 1 the broken step must still not be rewarded."""
+        return node.terminal == "answer" and bool(node.correct) and not self.has_failing_code(node)
+
+    def is_wrong_answer(self, node: Node) -> bool:
+        """A graded answer that is wrong: what PPM negatives must lead to (rStar). Dead ends (too
+        deep, code errors, no step, prompt too long) and answer-less endings are not wrong answers."""
+        return node.terminal == "answer" and node.answer is not None and node.correct is False
+
     def leads_to_correct(self) -> dict[int, bool]:
-        """For each node: does some terminal below it carry a correct answer?"""
-        good = {n.id: False for n in self.nodes}
+        """For each node: is some success (``is_success``) at or below it?"""
+        return self._leads_to(self.is_success)
+
+    def leads_to_wrong_answer(self) -> dict[int, bool]:
+        """For each node: is some wrong answer (``is_wrong_answer``) at or below it?"""
+        return self._leads_to(self.is_wrong_answer)
+
+    def _leads_to(self, outcome) -> dict[int, bool]:
+        found = {n.id: False for n in self.nodes}
         for leaf in self.nodes:
-            if leaf.terminal == "answer" and leaf.correct:
-                for n in [*self.path(leaf), self.root]:
-                    good[n.id] = True
-        return good
+            if outcome(leaf):
+                node: Node | None = leaf
+                while node is not None and not found[node.id]:
+                    found[node.id] = True
+                    node = self.nodes[node.parent] if node.parent is not None else None
+        return found
 
     def to_dict(self) -> dict:
         return {

@@ -38,11 +38,17 @@ def generate_shard(ctx: RoundContext, index: int, count: int) -> str:
 
 
 def merge_shards(ctx: RoundContext, paths: list[str]) -> int:
-    """Shard trees into the round's trees.jsonl in problem order; trees already there are kept."""
+    """Shard trees into the round's trees.jsonl in problem order; trees already there are kept.
+
+    Shards differ from the round only in their problem list, so their trees are stamped with the
+    round's generation key (its generate stage then resumes them instead of starting afresh)."""
     out = ctx.path("trees.jsonl")
+    key = stages.generation_key(ctx)
     trees = {t.problem_id: t for path in paths for t in read_trees(Path(path))}
+    for tree in trees.values():
+        tree.meta[stages.GENERATION_KEY] = key
     if out.exists():
-        trees |= {t.problem_id: t for t in read_trees(out)}
+        trees |= {t.problem_id: t for t in read_trees(out) if t.meta.get(stages.GENERATION_KEY) == key}
     order = [p.id for p in stages.training_problems(ctx.config)]
     write_trees(out, [trees[i] for i in order if i in trees])
     return len(trees)

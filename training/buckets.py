@@ -1,7 +1,8 @@
 """Difficulty buckets: the round's headline numbers, and the selection of problems for extra rollouts.
 
 A problem is easy when every answered rollout is correct, medium when answers are mixed, hard when
-none is correct. A tree with no answered terminal at all (every branch too deep or broken by code
+none is correct. "Correct" is a success (``Tree.is_success``): a right answer after failing code
+teaches nothing, so a problem solved only that way is hard and gets the extra rollouts. A tree with no answered terminal at all (every branch too deep or broken by code
 errors) is hard too: the search found nothing, which is exactly what extra rollouts are for.
 """
 
@@ -17,7 +18,7 @@ BUCKETS: tuple[Bucket, ...] = ("easy", "medium", "hard")
 
 
 def bucket_of(tree: Tree) -> Bucket:
-    outcomes = [bool(node.correct) for node in tree.answered()]
+    outcomes = [tree.is_success(node) for node in tree.answered()]
     if not any(outcomes):
         return "hard"
     return "easy" if all(outcomes) else "medium"

@@ -1,10 +1,12 @@
 """PPM preference pairs (rStar step 4), read off the search trees.
 
 At every expanded node, children that lead to a correct answer (up to 2, highest Q first) are paired
-against children that lead only to failures (up to 2, lowest Q first); both share the node's prefix.
-"Lead only to failures" means: at least one terminal below and no correct one. Unvisited siblings
-(no terminal below) carry no evidence and are never rejected steps. A problem whose rollouts are all
-correct or all wrong therefore yields no step pairs by construction.
+against children that lead only to wrong answers (up to 2, lowest Q first); both share the node's
+prefix. "Correct" means a success (``Tree.is_success``: right, and no failing code on the way), so a
+broken step is never a chosen one; "only to wrong answers" means a graded wrong answer below and no
+success. Dead ends (too deep, code errors, unparsable, prompt too long) are not wrong answers (rStar's
+negatives lead to wrong answers), and unvisited siblings carry no evidence: neither is ever a rejected
+step. A problem whose rollouts are all correct or all wrong therefore yields no step pairs.
 
 For the final step, where siblings rarely differ in answer, the 2 correct full trajectories with the
 highest average Q are paired against the 2 wrong ones with the lowest (prompt: the question alone).
@@ -27,7 +29,7 @@ from tqdm import tqdm
 
 from evomath.config import PPMConfig
 from evomath.scoring import ppm_text
-from evomath.tree import Node, Tree, read_trees, write_jsonl
+from evomath.tree import Tree, read_trees, write_jsonl
 from training import TrainingInputError
 from training.trajectories import Trajectory, answered_trajectories, rank_key
 
@@ -44,13 +46,12 @@ def build_pairs(trees: Iterable[Tree], fmt, config: PPMConfig) -> list[dict]:
 
 
 def step_pairs(tree: Tree, fmt) -> list[dict]:
-    good = tree.leads_to_correct()
-    reached = reaches_terminal(tree)
+    good, wrong = tree.leads_to_correct(), tree.leads_to_wrong_answer()
     rows = []
     for node in tree.nodes:
         kids = tree.children(node)
         chosen = sorted((c for c in kids if good[c.id]), key=lambda c: (-c.q, c.id))[:PAIRS_PER_SIDE]
-        rejected = sorted((c for c in kids if reached[c.id] and not good[c.id]), key=lambda c: (c.q, c.id))
+        rejected = sorted((c for c in kids if wrong[c.id] and not good[c.id]), key=lambda c: (c.q, c.id))
         prefix = tree.steps_text(node)
         for pos in chosen:
             for neg in rejected[:PAIRS_PER_SIDE]:
@@ -62,8 +63,8 @@ def step_pairs(tree: Tree, fmt) -> list[dict]:
 
 def final_pairs(tree: Tree, fmt) -> list[dict]:
     trajectories = answered_trajectories(tree)
-    best = sorted((t for t in trajectories if t.correct), key=rank_key)[:PAIRS_PER_SIDE]
-    worst = sorted((t for t in trajectories if not t.correct), key=_worst_first)[:PAIRS_PER_SIDE]
+    best = sorted((t for t in trajectories if t.correct and not t.code_error), key=rank_key)[:PAIRS_PER_SIDE]
+    worst = sorted((t for t in trajectories if tree.is_wrong_answer(t.leaf)), key=_worst_first)[:PAIRS_PER_SIDE]
     rows = []
     for pos in best:
         for neg in worst:
@@ -77,17 +78,6 @@ def final_pairs(tree: Tree, fmt) -> list[dict]:
 
 def _worst_first(traj: Trajectory) -> tuple[float, float, int]:
     return (traj.avg_q, traj.min_q, traj.leaf.id)
-
-
-def reaches_terminal(tree: Tree) -> dict[int, bool]:
-    """For each node: is some terminal (of any kind) at or below it?"""
-    reached = {n.id: False for n in tree.nodes}
-    for leaf in tree.terminals():
-        node: Node | None = leaf
-        while node is not None and not reached[node.id]:
-            reached[node.id] = True
-            node = tree.nodes[node.parent] if node.parent is not None else None
-    return reached
 
 
 def split_prompt(fmt, question: str, prefix: list[str], steps: list[str]) -> tuple[str, str]:

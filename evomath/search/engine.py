@@ -266,10 +266,15 @@ class Expander:
             child.node.prior = float(score)
 
     def _record_value(self, child: _Child) -> None:
-        """Answers back their value up to the root; other terminals keep -1 to themselves."""
+        """Answers back their value up to the root; other terminals keep -1 to themselves. A right
+        answer reached through failing code backs up -1 (``Tree.is_success``): rStar, whose
+        threshold can leave a failing step alive, would back +1 up through the broken step."""
         node = child.node
         if node.terminal == "answer":
-            value = node.prior if self.reward == "value" else (1.0 if node.correct else -1.0)
+            if self.reward == "value":
+                value = node.prior
+            else:
+                value = 1.0 if child.tree.is_success(node) else -1.0
             child.tree.backup(node, value)
         elif node.is_terminal:
             node.visits, node.value_sum = 1, DEAD_END

@@ -55,3 +55,12 @@ def test_a_deep_correct_answer_counts():
     tree.add_child(second, "c", terminal="answer", answer="7", correct=True)
     tree.add_child(first, "d", terminal="answer", answer="8", correct=False)
     assert bucket_of(tree) == "medium"
+
+
+def test_a_problem_solved_only_through_failing_code_is_hard():
+    tree = Tree("p", "question", "7")
+    broken = tree.add_child(tree.root, "x = 1 +", code_error=True, consecutive_errors=1)
+    tree.add_child(broken, "so \\boxed{7}", terminal="answer", answer="7", correct=True)
+    assert bucket_of(tree) == "hard"  # nothing to fine-tune on: extra rollouts are what it needs
+    tree.add_child(tree.root, "clean \\boxed{7}", terminal="answer", answer="7", correct=True)
+    assert bucket_of(tree) == "medium"

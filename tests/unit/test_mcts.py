@@ -283,6 +283,18 @@ def test_code_errors_accumulate_to_a_terminal():
     assert tree1.children(tree1.root)[0].terminal == "code_errors"
 
 
+def test_a_right_answer_after_failing_code_backs_up_minus_one():
+    """The answer is graded (and recorded) correct, but the broken step earns no +1: rStar's
+    threshold of 2 leaves the failing step alive, and a backed-up +1 would make it look good."""
+    script = by_last_step({"": ["CODE: boom"], "CODE: boom": ["\\boxed{5}"]})
+    (tree,), *_ = run(script, rollouts=1, n_candidates=1, max_code_errors=2)
+    (bad,) = tree.children(tree.root)
+    (lucky,) = tree.children(bad)
+    assert bad.code_error and bad.terminal is None
+    assert (lucky.terminal, lucky.correct) == ("answer", True) and not tree.is_success(lucky)
+    assert (lucky.value_sum, bad.value_sum, tree.root.value_sum) == (-1.0, -1.0, -1.0)
+
+
 def test_end_of_code_appends_the_output_to_the_step():
     script = by_last_step({"": ["CODE: print(4)<end_of_code>"]})
     (tree,), _, backend, *_ = run(script, rollouts=1)

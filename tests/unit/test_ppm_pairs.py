@@ -122,13 +122,45 @@ def test_all_correct_or_all_wrong_trees_give_no_pairs():
     assert build_pairs([easy, hard], FMT, NO_FILTER) == []
 
 
-def test_failures_that_are_not_wrong_answers_give_step_pairs_but_no_final_pairs():
+@pytest.mark.parametrize("kind", ["too_deep", "code_errors", "no_step", "length"])
+def test_dead_ends_are_never_rejected_steps(kind):
+    """rStar's negatives lead to wrong answers; a dead end has Q = -1 exactly and would otherwise
+    always sort as the lowest-Q sibling (an empty candidate gave a rejected text "")."""
     tree = Tree("p", "q", "7")
     good = step(tree, tree.root, "good start of a solution", 0.0)
     answer(tree, good, "good end \\boxed{7}", 1.0, True)
-    step(tree, tree.root, "a branch that loops forever and ever", -1.0, terminal="too_deep")
+    step(tree, tree.root, "", -1.0, terminal=kind)
+    step(tree, tree.root, "a branch that loops forever and ever", -1.0, terminal=kind)
+    ended = step(tree, tree.root, "a branch that stops without saying", -1.0)
+    step(tree, ended, "and so on.", -1.0, terminal="answer", answer=None, correct=False)  # no answer given
+    wrong = step(tree, tree.root, "a wrong turn taken at the start", -0.5)
+    answer(tree, wrong, "wrong end \\boxed{8}", -1.0, False)
     rows = build_pairs([tree], FMT, NO_FILTER)
-    assert summary(rows) == [("good start of a solution", "a branch that loops forever and ever", 1, False)]
+    assert summary(rows) == [
+        ("good start of a solution", "a wrong turn taken at the start", 1, False),
+        (good.text + "good end \\boxed{7}", wrong.text + "wrong end \\boxed{8}", 2, True),
+    ]
+    assert all(row["rejected"].strip() for row in rows)
+
+
+def test_failing_code_is_never_the_chosen_side():
+    """A right answer after a traceback is no positive: not at its step, not as a whole trajectory;
+    a failing step that leads to a wrong answer is a fine negative."""
+    tree = Tree("p", "q", "7")
+    broken = step(tree, tree.root, "x = 3 +  # broken code here", 1.0, code_error=True, consecutive_errors=1)
+    answer(tree, broken, "lucky end \\boxed{7}", 1.0, True)
+    clean = step(tree, tree.root, "x = 3 + 4 computed cleanly", 0.0)
+    answer(tree, clean, "clean end \\boxed{7}", 1.0, True)
+    answer(tree, clean, "slip at the end \\boxed{9}", -1.0, False)
+    failing_wrong = step(tree, tree.root, "y = 3 * 4 # and crash later", -1.0, code_error=True, consecutive_errors=1)
+    answer(tree, failing_wrong, "crashed end \\boxed{12}", -1.0, False)
+    rows = build_pairs([tree], FMT, NO_FILTER)
+    chosen = {first_word(r["chosen"]) for r in rows}
+    assert not any("broken" in r["chosen"] or "lucky" in r["chosen"] for r in rows)
+    assert summary(rows)[0] == ("x = 3 + 4 computed cleanly", "y = 3 * 4 # and crash later", 1, False)
+    assert "x = 3 + 4 computed cleanly" in chosen or "clean end \\boxed{7}" in chosen
+    final = [r for r in rows if r["final"]]
+    assert final and all(r["chosen"].startswith("x = 3 + 4") for r in final)
 
 
 def test_q_margin_filter():
