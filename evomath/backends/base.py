@@ -35,10 +35,15 @@ class Completion:
 
 @dataclass
 class GenerationResult:
-    """The completions of one request, plus its prompt size (for throughput accounting)."""
+    """The completions of one request, plus its prompt size (for throughput accounting).
+
+    ``prompt_too_long``: the prompt leaves no room in the model's context (``max_model_len``), so
+    nothing was generated; the search makes that node a ``length`` dead end and the batch goes on.
+    """
 
     completions: list[Completion]
     prompt_tokens: int = 0
+    prompt_too_long: bool = False
     extra: dict = field(default_factory=dict)
 
 

@@ -30,6 +30,16 @@ class OpenAIBackend:
         return list(self.pool.map(self._complete, requests))
 
     def _complete(self, request: GenerationRequest) -> GenerationResult:
+        from openai import BadRequestError
+
+        try:
+            return self._create(request)
+        except BadRequestError as err:
+            if _is_context_overflow(err):  # that request only: the others of the batch go on
+                return GenerationResult([], prompt_too_long=True)
+            raise
+
+    def _create(self, request: GenerationRequest) -> GenerationResult:
         response = self.client.completions.create(
             model=self.model,
             prompt=request.prompt,
@@ -69,3 +79,10 @@ class OpenAIBackend:
     def close(self) -> None:
         self.pool.shutdown(wait=False)
         self.client.close()
+
+
+def _is_context_overflow(err: Exception) -> bool:
+    """vLLM's server (and OpenAI's) answer 400 for a prompt longer than the context."""
+    text = str(err).lower()
+    return "maximum model length" in text or "maximum context length" in text or "context length" in text
+

@@ -41,6 +41,8 @@ def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
 
 
 _USER_PROCESS_MODE = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+# At most this many tokens a tokenizer adds beyond the text's own (BOS/EOS, a SentencePiece prefix).
+_SPECIAL_TOKEN_SLACK = 4
 
 
 def prepare_environment(in_process: bool | None = None) -> None:
@@ -94,12 +96,25 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
-        if not requests:
-            return []
-        outputs = self.llm.generate(
-            [r.prompt for r in requests], [sampling_params(r) for r in requests], use_tqdm=progress
+        """One batched ``LLM.generate``. A prompt that leaves no room in the context would make vLLM
+        raise and abort the whole batch: it is answered ``prompt_too_long`` instead, and only it."""
+        fits = [self.fits(r.prompt) for r in requests]
+        todo = [r for r, ok in zip(requests, fits) if ok]
+        outputs = iter(
+            self.llm.generate([r.prompt for r in todo], [sampling_params(r) for r in todo], use_tqdm=progress)
+            if todo else []
         )
-        return [_to_result(out) for out in outputs]
+        return [_to_result(next(outputs)) if ok else GenerationResult([], prompt_too_long=True) for ok in fits]
+
+    def fits(self, prompt: str) -> bool:
+        """Does the prompt leave at least one token of context (vLLM refuses ``len >= max_model_len``)?
+
+        A token covers at least one UTF-8 byte, so short prompts need no tokenising; the count adds
+        the tokenizer's special tokens, which can only over-count what vLLM sees."""
+        limit = self.config.max_model_len
+        if len(prompt.encode()) + _SPECIAL_TOKEN_SLACK < limit:
+            return True
+        return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"]) < limit
 
     def chat_prompt(self, user_text: str, system: str | None = None) -> str:
         messages = chat_messages(user_text, system)

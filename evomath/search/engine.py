@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tqdm.auto import tqdm
 
-from evomath.backends.base import Completion, GenerationRequest
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult
 from evomath.config import SearchConfig
 from evomath.tree import Node, Tree
 
@@ -151,7 +151,7 @@ class Expander:
             exp.prompt_tokens = result.prompt_tokens
             stats.generated_tokens += exp.tokens
             stats.prompt_tokens += exp.prompt_tokens
-            new += self._add_children(tree, exp, result.completions)
+            new += self._add_children(tree, exp, result)
         jobs = self._submit_code(new)  # runs in the sandbox pool while answers are graded
         for child in new:
             self._mark_parsed_terminal(child)
@@ -182,12 +182,17 @@ class Expander:
             seed=exp.seed,
         )
 
-    def _add_children(self, tree: Tree, exp: Expansion, completions: Sequence[Completion]) -> list[_Child]:
-        """One child per distinct candidate; an empty result still yields a dead-end child."""
+    def _add_children(self, tree: Tree, exp: Expansion, result: GenerationResult) -> list[_Child]:
+        """One child per distinct candidate; an empty result still yields a dead-end child, a prompt
+        beyond the context a ``length`` one."""
+        if result.prompt_too_long:
+            node = tree.add_child(exp.leaf, "", terminal="length")
+            exp.children.append(node)
+            return [_Child(tree, node, None)]
         seen: set[tuple[bool, str]] = set()
         out = []
         forced = self._forced_answer(exp)
-        for completion in completions or [Completion("", 0, "length")]:
+        for completion in result.completions or [Completion("", 0, "length")]:
             parsed = self.fmt.parse_step(forced + completion.text, completion.finish_reason)
             text = parsed.text if parsed else forced + completion.text
             key = (parsed is None, normalise(text))
@@ -226,6 +231,8 @@ class Expander:
 
     @staticmethod
     def _mark_parsed_terminal(child: _Child) -> None:
+        if child.node.is_terminal:
+            return
         if child.parsed is None:
             child.node.terminal = "no_step"
         elif child.parsed.is_final:

@@ -34,6 +34,21 @@ def test_greedy_is_deterministic_and_batched_in_order(policy_backend):
     assert all(text.strip() for text in once)
 
 
+def test_an_over_long_prompt_fails_alone_and_the_batch_goes_on(policy_backend):
+    """vLLM raises on a prompt of max_model_len tokens or more and would abort the whole batch."""
+    limit = policy_backend.config.max_model_len
+    tokenizer = policy_backend.tokenizer
+    at_limit = tokenizer.decode(tokenizer(" 7" * limit, add_special_tokens=False)["input_ids"][:limit])
+    assert len(tokenizer(at_limit)["input_ids"]) >= limit
+    ok = GenerationRequest(prompt="1 + 1 =", temperature=0.0, max_tokens=4)
+    first, long, last = policy_backend.generate([ok, GenerationRequest(prompt=at_limit, max_tokens=4), ok])
+    assert long.prompt_too_long and long.completions == []
+    assert not first.prompt_too_long and first.completions[0].text == last.completions[0].text != ""
+    just_fits = tokenizer.decode(tokenizer(" 7" * limit, add_special_tokens=False)["input_ids"][: limit - 8])
+    (fitting,) = policy_backend.generate([GenerationRequest(prompt=just_fits, temperature=0.0, max_tokens=32)])
+    assert not fitting.prompt_too_long and fitting.completions[0].finish_reason == "length"
+
+
 def test_embedded_model_verifies_in_a_fresh_vllm_process(embedded_model_dir):
     from evomath.models import verify_model
 

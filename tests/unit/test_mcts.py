@@ -295,6 +295,32 @@ def test_a_right_answer_after_failing_code_backs_up_minus_one():
     assert (lucky.value_sum, bad.value_sum, tree.root.value_sum) == (-1.0, -1.0, -1.0)
 
 
+class ContextLimitedBackend(FakeBackend):
+    """Answers ``prompt_too_long`` for prompts past ``limit`` characters, as the vLLM backend does."""
+
+    def __init__(self, script, limit):
+        super().__init__(script)
+        self.limit = limit
+
+    def generate(self, requests, progress=False):
+        results = super().generate(requests, progress)
+        return [GenerationResult([], prompt_too_long=True) if len(r.prompt) > self.limit else res
+                for r, res in zip(requests, results)]
+
+
+def test_an_over_long_prompt_is_a_length_dead_end_for_that_node_only():
+    backend = ContextLimitedBackend(lambda q, depth, req: [f"step {depth} of {q}"], limit=30)
+    problems = [Problem("long", "a question that is long enough already", "5"), Problem("short", "q", "5")]
+    cfg = SearchConfig(n_candidates=1, rollouts=2, max_depth=4, concurrent_problems=8)
+    trees, stats = mcts(problems, backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader(), progress=False)
+    long_tree, short_tree = trees
+    (dead,) = long_tree.children(long_tree.root)
+    assert (dead.terminal, dead.text, dead.visits, dead.value_sum) == ("length", "", 1, -1.0)
+    # the same batches went on for the other problem, until its own prompt grew past the limit
+    assert [n.terminal for n in short_tree.nodes[1:]] == [None, None, None, "length"]
+    assert long_tree.meta["rollouts"] == 1 and short_tree.meta["rollouts"] == 1
+
+
 def test_end_of_code_appends_the_output_to_the_step():
     script = by_last_step({"": ["CODE: print(4)<end_of_code>"]})
     (tree,), _, backend, *_ = run(script, rollouts=1)
