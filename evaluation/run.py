@@ -319,10 +319,12 @@ def run_suite(
                               trees=trees, progress=progress)
 
 
-def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_dir: str | Path) -> dict:
+def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_dir: str | Path,
+                    scorer_device: str | None = None) -> dict:
     """The evaluate stage: ``config.eval`` (benchmarks x methods) for a policy and PPM, with
-    ``config.eval_search``, on the process's shared engine. Methods that need a PPM are skipped
-    (with a warning) when there is none yet. Returns flat metrics plus ``artifacts``."""
+    ``config.eval_search``, on the process's shared engine (the PPM on ``scorer_device``, default:
+    the first GPU, else the CPU). Methods that need a PPM are skipped (with a warning) when there is
+    none yet. Returns flat metrics plus ``artifacts``."""
     from evomath import engines
     from evomath.models import resolve_model
     from evomath.scoring import load_scorer
@@ -336,7 +338,7 @@ def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_
     with ExitStack() as stack:
         scorer = None
         if any(s.needs_ppm for s in specs):
-            scorer = load_scorer(resolve_model(ppm))
+            scorer = load_scorer(resolve_model(ppm), device=scorer_device)
             stack.callback(scorer.close)
         backend = engines.get_backend(policy, config.engine) if any(s.kind != "offline" for s in specs) else None
         rows = run_suite(suite, specs, backend, config.eval_search, config.sandbox, scorer, out_dir, progress=False)

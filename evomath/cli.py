@@ -14,6 +14,7 @@ import sys
 import threading
 
 from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS, ModelError
+from evomath.plan import PlanError
 
 
 def _add_models(sub) -> None:
@@ -106,11 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_groups():
     """Command groups defined beside their code (search, data, train, evaluate, servers, runs)."""
     from evaluation.cli import add_evaluate_command
+    from evomath.run_cli import add_loop_commands
     from evomath.search.cli import add_search_command
     from evomath.servers import add_server_commands
     from training.cli import add_data_commands, add_train_commands
 
-    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command, add_server_commands]
+    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command, add_loop_commands,
+            add_server_commands]
 
 
 def _exit_on_sigterm(signum, frame) -> None:
@@ -129,7 +132,7 @@ def run_command(args) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args) or 0
-    except (ModelError, ValueError, FileNotFoundError) as err:
+    except (ModelError, ValueError, FileNotFoundError, PlanError) as err:
         if os.environ.get("EVOMATH_DEBUG"):
             raise
         print(f"evomath: error: {err}", file=sys.stderr)

@@ -151,6 +151,34 @@ class ExperimentConfig(_Config):
     hard_extra_rollouts: dict[int, list[int]] = {1: [16], 2: [16], 3: [16], 4: [64, 128]}
 
 
+def apply_overrides(config: ExperimentConfig, assignments: list[str], where: str = "--set") -> ExperimentConfig:
+    """``["search.rollouts=2", "policy=owner/name", ...]`` applied to ``config``; a value is read as
+    YAML (``2`` an int, ``true`` a bool, ``[1, 2]`` a list). An error names the assignment and field."""
+    raw = config.model_dump(mode="json")
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{where} {assignment!r}: expected FIELD=VALUE, e.g. search.rollouts=4")
+        *parents, leaf = key.strip().split(".")
+        node = raw
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"{where} {assignment!r}: {part!r} is not a section of the config")
+            node = node[part]
+        if leaf not in node:
+            known = ", ".join(sorted(node))
+            raise ValueError(f"{where} {assignment!r}: no field {leaf!r} there (fields: {known})")
+        try:
+            node[leaf] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{where} {assignment!r}: the value is not valid YAML ({err})") from None
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"{where}: {problems}") from None
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Read a YAML config; an error names the file and every bad field."""
     path = Path(path)

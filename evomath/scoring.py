@@ -83,6 +83,7 @@ class PPMScorer:
         batch_size: int = 16,
         fmt=None,
         engine: EngineConfig | None = None,
+        device: str | None = None,
     ):
         self.model_dir = str(model_dir)
         self.marker = ppm_marker(model_dir)
@@ -90,7 +91,7 @@ class PPMScorer:
         self.batch_size = batch_size
         self.backend = backend
         if backend == "transformers":
-            self._impl = _TransformersPPM(self.model_dir)
+            self._impl = _TransformersPPM(self.model_dir, device)
         elif backend == "vllm":
             self._impl = _VLLMPPM(self.model_dir, engine or DEFAULT_ENGINE)
         else:
@@ -165,12 +166,15 @@ def _format_named(name: str | None):
 
 
 class _TransformersPPM:
-    def __init__(self, model_dir: str):
+    """The PPM in this process, in the dtype it was saved in, on ``device`` (default: the first GPU,
+    else the CPU; the memory plan may put it on a GPU of its own)."""
+
+    def __init__(self, model_dir: str, device: str | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.torch = torch
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()
         self.pad_id = self.model.config.pad_token_id
@@ -216,7 +220,13 @@ class _TransformersPPM:
         return self.model.score(hidden)[..., 0].float().cpu().tolist()
 
     def close(self) -> None:
-        del self.model
+        """Free the weights now (and the GPU's cached blocks), so training or the next engine gets them."""
+        import gc
+
+        self.model = None
+        gc.collect()
+        if self.torch.cuda.is_available():
+            self.torch.cuda.empty_cache()
 
 
 class _VLLMPPM:

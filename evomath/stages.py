@@ -9,19 +9,22 @@ functions for Prefect with the same keys; nothing here knows about Prefect or ML
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from evomath import engines
 from evomath.config import ExperimentConfig, SearchConfig
 from evomath.models import model_fingerprint
+from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
 from evomath.tree import Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
 
@@ -107,12 +110,56 @@ def _policy_format(ctx: RoundContext):
     return make_format(search.step_format, search.prompt_style, chat)
 
 
-def _value_fn(ctx: RoundContext):
+@contextmanager
+def _value_fn(ctx: RoundContext) -> Iterator:
+    """The previous round's PPM as the search's value function (None before ``ppm_from_round``), on
+    the device the memory plan gave it; closed when the search is done."""
     if not ctx.uses_ppm:
-        return None
+        yield None
+        return
     from evomath.scoring import load_scorer
 
-    return load_scorer(ctx.ppm)
+    scorer = load_scorer(ctx.ppm, device=device_plan(ctx.config).scorer_device)
+    try:
+        yield scorer
+    finally:
+        scorer.close()
+
+
+# ---------------------------------------------------------------- the memory plan
+
+
+def uses_reward_model(config: ExperimentConfig) -> bool:
+    """Does some round's search or the evaluation score with a PPM beside the policy's engine?"""
+    from evaluation.methods import parse_methods
+
+    searched = max(config.ppm_from_round, config.ppm_train_from_round + 1) <= config.rounds
+    return searched or any(spec.needs_ppm for spec in parse_methods(config.eval.methods))
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(config_json: str) -> MemoryPlan:
+    config = ExperimentConfig.model_validate_json(config_json)
+    return plan_for(config, uses_reward_model(config))
+
+
+def device_plan(config: ExperimentConfig) -> MemoryPlan:
+    """Where the engine, the PPM and training live on this machine (``evomath.plan``), per config."""
+    return _plan(config.model_dump_json())
+
+
+def check_plan(config: ExperimentConfig) -> MemoryPlan:
+    """Refuse, before any work starts, a config that cannot fit this machine (``PlanError``)."""
+    return device_plan(config).check()
+
+
+def engine_config(config: ExperimentConfig):
+    """The engine settings with the memory fraction the plan chose (on a CPU: as configured)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return config.engine
+    return apply_plan(config, device_plan(config)).engine
 
 
 def _search_tools(ctx: RoundContext):
@@ -151,11 +198,11 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     start = time.perf_counter()
     stats = None
     if todo:
-        backend = engines.get_backend(ctx.policy, ctx.config.engine)
+        backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
         sandbox, grader = _search_tools(ctx)
-        with sandbox, grader:
+        with sandbox, grader, _value_fn(ctx) as value_fn:
             _, stats = mcts(todo, backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader,
-                            _value_fn(ctx), keep)
+                            value_fn, keep)
     trees = list(read_trees(out))
     solved = sum(any(t.is_success(n) for n in t.answered()) for t in trees)
     metrics = {
@@ -216,7 +263,7 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
     by_id = {p.id: p for p in training_problems(ctx.config)}
     hard_before = len(hard_problem_ids(trees))
     sandbox, grader = _search_tools(ctx)
-    with sandbox, grader:
+    with sandbox, grader, _value_fn(ctx) as value_fn:
         for attempt, rollouts in enumerate(schedule, 1):
             hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
             if not hard or rollouts <= 0:
@@ -224,9 +271,9 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
             base = round_search_config(ctx)
             # A continued tree keeps counting: it gets ``rollouts`` more on top of what it had.
             config = base.model_copy(update={"seed": base.seed + 100 * attempt, "rollouts": rollouts})
-            backend = engines.get_backend(ctx.policy, ctx.config.engine)
+            backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
             mcts([by_id[t.problem_id] for t in hard], backend, _policy_format(ctx), config, sandbox, grader,
-                 _value_fn(ctx), trees=hard, progress=True)
+                 value_fn, trees=hard, progress=True)
     write_trees(_trees_final(ctx), trees)
     hard_after = len(hard_problem_ids(trees))
     return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,
@@ -321,8 +368,9 @@ def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = Non
     from evaluation.run import evaluate_models
 
     new_policy, new_ppm = round_models(ctx)
-    summary = evaluate_models(ctx.config, policy or new_policy, ppm or new_ppm, ctx.path("eval"))
-    return summary
+    planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config)})
+    return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path("eval"),
+                           scorer_device=device_plan(ctx.config).scorer_device)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
@@ -410,6 +458,7 @@ StageCallback = Callable[[int, str, dict], None]
 
 def run_round(ctx: RoundContext, on_stage: StageCallback | None = None) -> dict:
     """Every stage in order (plain Python; the Prefect flow does the same through tasks)."""
+    check_plan(ctx.config)
     results = {}
     for stage in STAGES:
         log.info("round %d: %s", ctx.round, stage)
@@ -451,6 +500,7 @@ def recorded_round(config: ExperimentConfig, k: int) -> dict:
 
 def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:
     """The base model's evaluation, then rounds 1..N, each from the last one's models."""
+    check_plan(config)
     results = [{"evaluate": evaluate_base(config)}]
     if on_stage:
         on_stage(0, "evaluate", results[0]["evaluate"])

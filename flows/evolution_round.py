@@ -49,6 +49,7 @@ def evolution_round(
     """Round ``round`` of ``config``. ``policy``/``ppm``: a path, model name or MLflow URI
     (``models:/policy@champion``); empty means round k-1's models (round 1: ``config.policy``).
     ``parent_run_id``: the evolution's MLflow run (set by self-evolution)."""
+    stages.check_plan(config)  # refuse, before any work, a config this machine cannot hold
     tracker = Tracker.for_config(config)
     ctx = stages.round_context(config, round, pin(policy) if policy else None, pin(ppm) if ppm else None)
     key = f"round:{ctx.dir.resolve()}:{config_hash(config)}:{parent_run_id or 'standalone'}"

@@ -32,6 +32,7 @@ def self_evolution(
 ) -> list[dict]:
     """``rounds`` rounds (default ``config.rounds``, 4 like rStar-Math) of ``config``; returns one row per
     round, round 0 being the starting policy."""
+    print(stages.check_plan(config).table())  # refuse, before any work, a config this machine cannot hold
     tracker = Tracker.for_config(config)
     directory = stages.experiment_dir(config)
     key = f"evolution:{directory.resolve()}:{config_hash(config)}"

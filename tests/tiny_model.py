@@ -3,6 +3,7 @@ seconds, without the embedded model. Saved in the dtype asked for (bf16 as Qwen'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 WORDS = "tom has pens and gets more how many does he have ? . the answer is + - = 0 1 2 3 4 5 6 7 8 9".split()
@@ -26,4 +27,8 @@ def make_tiny_model(out: Path, dtype: str = "bfloat16", layers: int = 2) -> Path
     model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    # a plain fast tokenizer: the model type's own tokenizer class (Qwen2's BPE) would misread this vocab
+    settings = json.loads((Path(out) / "tokenizer_config.json").read_text())
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    (Path(out) / "tokenizer_config.json").write_text(json.dumps(settings))
     return Path(out)

@@ -129,6 +129,10 @@ class VLLMBackend:
             shutdown()
         del self.llm
         gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def _to_result(output) -> GenerationResult:
