@@ -200,7 +200,7 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
         search.problems.append(f"engine.tensor_parallel_size {tp} needs {tp} GPUs, {devices.count} visible")
         tp = devices.count
     weights = policy.params * BF16 / tp
-    scorer_bytes = _scorer_bytes(ppm, config) if ppm else 0
+    scorer_bytes = _scorer_bytes(ppm, config, total) if ppm else 0
     fraction, scorer_device = config.engine.gpu_memory_utilization, None
     if ppm and devices.count > tp:
         scorer_device = f"cuda:{tp}"
@@ -231,10 +231,18 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
     return MemoryPlan(devices, fraction, scorer_device, kv_tokens, phases)
 
 
-def _scorer_bytes(ppm: ModelShape, config: ExperimentConfig) -> float:
-    """bf16 weights and one batch's hidden states (inference: a few layers' worth live at once)."""
+def vllm_scorer_fraction(ppm: ModelShape, device_bytes: int) -> float:
+    """The GPU fraction a vLLM pooling engine serving the PPM needs: bf16 weights, vLLM's reserve and
+    a small KV cache (scoring reads prefixes once); a fixed 0.2 beside a 0.9 policy engine asked
+    for more than the GPU, and is too little for a 7B PPM on a 48 GB card."""
+    return min(1.0, (ppm.params * BF16 + ENGINE_RESERVE + GiB) / device_bytes)
+
+
+def _scorer_bytes(ppm: ModelShape, config: ExperimentConfig, device_bytes: int) -> float:
+    """What the PPM takes beside the engine, served either way: in transformers, bf16 weights and one
+    batch's hidden states (inference keeps a few layers' worth alive); in vLLM, its own fraction."""
     activations = SCORER_BATCH * config.engine.max_model_len * ppm.hidden * BF16 * 4
-    return ppm.params * BF16 + activations
+    return max(ppm.params * BF16 + activations, vllm_scorer_fraction(ppm, device_bytes) * device_bytes)
 
 
 def _training_phase(name: str, train, shape: ModelShape, devices: Devices, *, lm_head: bool, pairs: bool = False) -> Phase:

@@ -26,7 +26,7 @@ MARKER_KEY = "evomath_ppm"
 HEAD = "tanh"
 Backend = Literal["transformers", "vllm"]
 DEFAULT_BACKEND: Backend = "transformers"
-# A PPM engine shares the machine with the policy's: a small share of GPU memory, a small CPU KV cache.
+# A PPM engine shares the machine with the policy's: a small CPU KV cache (on GPUs: ``_default_engine``).
 DEFAULT_ENGINE = EngineConfig(dtype="float32", gpu_memory_utilization=0.2, cpu_kv_cache_gb=0.5)
 
 
@@ -93,7 +93,7 @@ class PPMScorer:
         if backend == "transformers":
             self._impl = _TransformersPPM(self.model_dir, device)
         elif backend == "vllm":
-            self._impl = _VLLMPPM(self.model_dir, engine or DEFAULT_ENGINE)
+            self._impl = _VLLMPPM(self.model_dir, engine or _default_engine(self.model_dir))
         else:
             raise ValueError(f"unknown PPM backend {backend!r}: use 'transformers' or 'vllm'")
 
@@ -157,6 +157,19 @@ def prefix_scores(value_fn, items: Sequence[tuple[str, Sequence[str]]]) -> list[
 def load_scorer(path: str | Path, backend: Backend = DEFAULT_BACKEND, **kwargs) -> PPMScorer:
     """A scorer for a PPM directory; anything else is refused with the reason (``NotAPPMError``)."""
     return PPMScorer(path, backend=backend, **kwargs)
+
+
+def _default_engine(model_dir: str) -> EngineConfig:
+    """A PPM engine shares the machine with the policy's: on a GPU, the share its size needs
+    (``evomath.plan.vllm_scorer_fraction``); on a CPU, a small KV cache."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return DEFAULT_ENGINE
+    from evomath.plan import model_shape, vllm_scorer_fraction
+
+    fraction = vllm_scorer_fraction(model_shape(model_dir), torch.cuda.get_device_properties(0).total_memory)
+    return DEFAULT_ENGINE.model_copy(update={"gpu_memory_utilization": round(fraction, 3)})
 
 
 def _format_named(name: str | None):

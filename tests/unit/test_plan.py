@@ -39,7 +39,7 @@ def test_the_engine_shrinks_beside_a_ppm_on_its_gpu_and_keeps_its_fraction_with_
     config = load_config("configs/gpu_rstar_7b.yaml")
     shared = make_plan(config, gpus(1), QWEN_7B, QWEN_7B)
     assert shared.scorer_device == "cuda:0"
-    ppm = planning._scorer_bytes(QWEN_7B, config)
+    ppm = planning._scorer_bytes(QWEN_7B, config, 80 * GiB)
     assert shared.engine_fraction == pytest.approx((80 * GiB - ppm - planning.DEVICE_RESERVE) / (80 * GiB))
     assert shared.engine_fraction * 80 * GiB + ppm <= 80 * GiB  # the two never ask for more than the GPU
     spare = make_plan(config, gpus(2), QWEN_7B, QWEN_7B)
@@ -103,3 +103,9 @@ def test_overrides_name_a_bad_field():
         apply_overrides(config, ["search.rollouts"])
     with pytest.raises(ValueError, match="search.rollouts: Input should be a valid integer"):
         apply_overrides(config, ["search.rollouts=many"])
+
+
+def test_a_vllm_served_ppm_asks_for_what_its_size_needs():
+    seven = planning.vllm_scorer_fraction(QWEN_7B, 80 * GiB)
+    assert 0.2 < seven < 0.3 and seven * 80 * GiB > QWEN_7B.params * 2  # 0.2 could not hold a 7B PPM
+    assert planning.vllm_scorer_fraction(QWEN_15B, 80 * GiB) < 0.1
