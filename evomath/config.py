@@ -75,39 +75,37 @@ class SearchConfig(_Config):
     seed: int = 0
 
 
-class SFTConfig(_Config):
-    """Policy fine-tuning; defaults are rStar's (lr 7e-6, 2 epochs, batch 128, length 2048)."""
+class TrainingConfig(_Config):
+    """What every trained model shares: optimisation, batch, length, LoRA, precision. Defaults are
+    rStar's SFT (lr 7e-6, 2 epochs, length 2048)."""
 
     learning_rate: float = 7e-6
     epochs: float = 2.0
-    batch_size: int = 128
+    batch_size: int = Field(128, description="effective batch; gradient accumulation fills it")
     per_device_batch_size: int = 4
     max_length: int = 2048
     lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = Field(0.0, description="share of the steps with a linear warm-up")
     bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
     seed: int = 0
 
 
-class PPMConfig(_Config):
-    """Process preference model training; rStar: lr 7e-6, 2 epochs, batch 512 pairs."""
+class SFTConfig(TrainingConfig):
+    """Policy fine-tuning; defaults are rStar's (lr 7e-6, 2 epochs, batch 128, length 2048)."""
 
-    learning_rate: float = 7e-6
-    epochs: float = 2.0
+    warmup_ratio: float = 0.03
+
+
+class PPMConfig(TrainingConfig):
+    """Process preference model training (rStar: lr 7e-6, 2 epochs, batch 512 pairs) and its pairs."""
+
     batch_size: int = 512
-    per_device_batch_size: int = 4
-    max_length: int = 2048
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
     heldout_fraction: float = 0.05
     min_q_margin: float = 0.5
     max_pairs: int | None = Field(None, description="train on at most this many pairs (a seeded sample); None: all")
     min_edit_distance: int = 20
-    seed: int = 0
 
 
 class DataConfig(_Config):

@@ -202,7 +202,7 @@ def store_in_dtype(model_dir: Path, dtype: str) -> None:
 
 
 def common_trainer_args(config, scratch: Path, progress: bool, max_steps: int | None) -> dict:
-    """TrainingArguments fields shared by the SFT and PPM trainers, from an SFTConfig/PPMConfig."""
+    """TrainingArguments fields every trainer shares, from a ``TrainingConfig``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     accumulation = max(1, config.batch_size // (config.per_device_batch_size * world))
     return {
@@ -212,7 +212,7 @@ def common_trainer_args(config, scratch: Path, progress: bool, max_steps: int | 
         "max_steps": max_steps if max_steps is not None else -1,
         "per_device_train_batch_size": config.per_device_batch_size,
         "gradient_accumulation_steps": accumulation,
-        "warmup_steps": getattr(config, "warmup_ratio", 0.0),  # below 1: a fraction of the steps
+        "warmup_steps": config.warmup_ratio,  # below 1: transformers reads a fraction of the steps
         "max_length": config.max_length,
         "seed": config.seed,
         "save_strategy": "no",

@@ -23,27 +23,14 @@ from __future__ import annotations
 
 import json
 import random
-import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 from evomath.config import PPMConfig
 from evomath.scoring import HEAD, MARKER_KEY, PPMScorer, encode
 from training import TrainingInputError
-from training.model_io import (
-    base_dtype,
-    check_base_model,
-    common_trainer_args,
-    is_main_process,
-    lora_config,
-    model_init_kwargs,
-    progress_bars,
-    read_rows,
-    staged_model_dir,
-    store_in_dtype,
-    upcast_trainable,
-)
+from training.model_io import check_base_model, common_trainer_args, lora_config, model_init_kwargs, read_rows
+from training.trainer import Recipe, prepare, train
 
 
 def train_ppm(
@@ -62,36 +49,25 @@ def train_ppm(
 
     ``step_format`` overrides the format named in the pairs; ``callbacks`` are ``TrainerCallback``s.
     """
-    rows = read_rows(pairs_path, ("prompt", "chosen", "rejected"), "PPM pairs")
+    rows = read_rows(pairs_path, PPM.fields, PPM.what)
     fmt_name = step_format or rows[0].get("format")
     if not fmt_name:
         raise TrainingInputError(f"{pairs_path}: the pairs name no step format; pass step_format")
     base = check_base_model(base_model_dir)
     train_rows, heldout = split_heldout(rows, config.heldout_fraction, config.seed)
-    with (
-        progress_bars(progress),
-        staged_model_dir(out_dir, overwrite) as stage,
-        tempfile.TemporaryDirectory() as scratch,
-    ):
-        trainer = build_trainer(train_rows, base, Path(scratch), config, progress, max_steps)
-        for callback in callbacks or []:
-            trainer.add_callback(callback)
-        start = time.perf_counter()
-        result = trainer.train()
-        seconds = time.perf_counter() - start
-        save_ppm(trainer, base, stage, Path(scratch), config.lora, fmt_name)
-        accuracy = pair_accuracy(stage, heldout) if heldout and is_main_process() else None
-    return {
-        "train_loss": result.training_loss,
-        "steps": result.global_step,
+
+    def mark_and_measure(stage: Path, trainer) -> dict:
+        mark_ppm(stage, fmt_name)
+        return {"heldout_accuracy": pair_accuracy(stage, heldout) if heldout else None}
+
+    metrics, trainer = train(PPM, train_rows, base, out_dir, config, progress, overwrite=overwrite,
+                             max_steps=max_steps, callbacks=callbacks, on_saved=mark_and_measure)
+    seconds = metrics["seconds"]
+    return metrics | {
         "pairs": len(train_rows),
         "pairs_too_long": len(train_rows) - len(trainer.train_dataset),
         "heldout_pairs": len(heldout),
-        "heldout_accuracy": accuracy,
-        "seconds": seconds,
         "pairs_per_s": trainer.pairs_seen / seconds if seconds else 0.0,
-        "lora": config.lora,
-        "out_dir": str(out_dir),
     }
 
 
@@ -154,7 +130,7 @@ def _tanh_reward_trainer_class():
 
 def build_trainer(rows: list[dict], base: Path, scratch: Path, config: PPMConfig, progress: bool, max_steps):
     from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback
+    from transformers import AutoTokenizer
     from trl import RewardConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(base))
@@ -170,41 +146,13 @@ def build_trainer(rows: list[dict], base: Path, scratch: Path, config: PPMConfig
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=lora_config(config, "SEQ_CLS") if config.lora else None,
+        peft_config=lora_config(config, PPM.peft_task) if config.lora else None,
     )
-    if len(trainer.train_dataset) == 0:
-        raise TrainingInputError(f"every PPM pair is longer than max_length={config.max_length} tokens")
-    upcast_trainable(trainer.model)
-    if not progress:
-        trainer.remove_callback(PrinterCallback)
-    return trainer
+    return prepare(trainer, progress, f"every PPM pair is longer than max_length={config.max_length} tokens")
 
 
-def save_ppm(trainer, base: Path, stage: Path, scratch: Path, lora: bool, fmt_name: str) -> None:
-    """Write the PPM into ``stage`` (a LoRA adapter merged first) and mark it as one."""
-    if lora:
-        adapter = scratch / "adapter"
-        trainer.save_model(str(adapter))
-        if is_main_process():
-            merged = merge_adapter(base, adapter, trainer.model.config.pad_token_id)
-            merged.save_pretrained(str(stage))
-            trainer.processing_class.save_pretrained(str(stage))
-    else:
-        trainer.save_model(str(stage))
-        if is_main_process():
-            store_in_dtype(stage, base_dtype(base))
-    if is_main_process():
-        mark_ppm(stage, fmt_name)
-
-
-def merge_adapter(base: Path, adapter: Path, pad_token_id: int | None):
-    from peft import PeftModel
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(base), num_labels=1, dtype="auto", pad_token_id=pad_token_id
-    )
-    return PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+PPM = Recipe(what="PPM pairs", fields=("prompt", "chosen", "rejected"), auto_class="AutoModelForSequenceClassification",
+             peft_task="SEQ_CLS", build=build_trainer, head_labels=1)
 
 
 def mark_ppm(model_dir: Path, fmt_name: str) -> None:

@@ -6,6 +6,7 @@ on 2 CPU cores. Refusals of bad input need no model and run in the fast suite.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -149,7 +150,7 @@ def test_training_refuses_bad_input_with_one_line_and_leaves_nothing(data, tmp_p
     def crash(*args, **kwargs):
         raise RuntimeError("killed mid-training")
 
-    monkeypatch.setattr(sft_module, "build_trainer", crash)
+    monkeypatch.setattr(sft_module, "SFT", dataclasses.replace(sft_module.SFT, build=crash))
     with pytest.raises(RuntimeError, match="killed"):
         train_sft(data / "sft.jsonl", base, tmp_path / "new", SFT)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "busy", "empty.jsonl"]

@@ -12,7 +12,6 @@ from tiny_model import make_tiny_model
 
 from evomath.config import PPMConfig, SFTConfig
 from evomath.tree import write_jsonl
-from training import model_io
 
 LR = 7e-6
 SFT = SFTConfig(learning_rate=LR, batch_size=4, per_device_batch_size=4, max_length=64, warmup_ratio=0.0, bf16=True)
@@ -69,14 +68,13 @@ def test_one_step_at_7e6_moves_nearly_every_weight(kind, base, tmp_path):
 @pytest.mark.parametrize("kind", ["sft", "ppm"])
 def test_bf16_master_weights_barely_move(kind, base, tmp_path, monkeypatch):
     """The old path, kept as the control that shows the test above can fail."""
-    monkeypatch.setattr(model_io, "model_init_kwargs", lambda config: {"dtype": "auto"})
-    monkeypatch.setattr(model_io, "upcast_trainable", lambda model: 0)
     import training.ppm
     import training.sft
+    import training.trainer
 
     for module in (training.sft, training.ppm):
-        monkeypatch.setattr(module, "model_init_kwargs", model_io.model_init_kwargs)
-        monkeypatch.setattr(module, "upcast_trainable", model_io.upcast_trainable)
+        monkeypatch.setattr(module, "model_init_kwargs", lambda config: {"dtype": "auto"})
+    monkeypatch.setattr(training.trainer, "upcast_trainable", lambda model: 0)
     trainer = build(kind, base, tmp_path)
     assert next(trainer.model.parameters()).dtype == torch.bfloat16
     assert fraction_moved(trainer) < 0.3
