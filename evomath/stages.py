@@ -30,9 +30,16 @@ from evomath.tree import Tree, append_trees, read_jsonl, read_trees, write_jsonl
 
 log = logging.getLogger(__name__)
 
-STAGES = [
-    "generate", "extra_rollouts", "bucket", "select_sft", "build_pairs", "train_policy", "train_ppm", "evaluate",
-]
+# What a round leaves under its directory: the stage bodies and the registry's inputs and outputs
+# both name these, so a file is spelled once.
+TREES = "trees.jsonl"  # MCTS trees, appended as each finishes
+TREES_FINAL = "trees-final.jsonl"  # the same with the hard problems' extra rollouts
+BUCKETS = "buckets.jsonl"
+SFT_DATA = "sft.jsonl"
+PAIRS = "pairs.jsonl"
+POLICY = "policy"  # model directories
+PPM = "ppm"
+EVAL = "eval"
 ProgressFn = Callable[[int, int], None]
 
 
@@ -66,10 +73,10 @@ def round_context(config: ExperimentConfig, k: int, policy: str | None = None, p
     chained_policy, chained_ppm = config.policy, None
     for j in range(1, k):
         directory = round_dir(config, j)
-        if (directory / "policy").is_dir():
-            chained_policy = str(directory / "policy")
-        if (directory / "ppm").is_dir():
-            chained_ppm = str(directory / "ppm")
+        if (directory / POLICY).is_dir():
+            chained_policy = str(directory / POLICY)
+        if (directory / PPM).is_dir():
+            chained_ppm = str(directory / PPM)
     directory = round_dir(config, k)
     directory.mkdir(parents=True, exist_ok=True)
     return RoundContext(config=config, round=k, dir=directory, policy=policy or chained_policy,
@@ -169,10 +176,6 @@ def _search_tools(ctx: RoundContext):
     return Sandbox(ctx.config.sandbox), Grader(workers=1)
 
 
-def _trees_final(ctx: RoundContext) -> Path:
-    return ctx.path("trees-final.jsonl")
-
-
 # ---------------------------------------------------------------- stages
 
 
@@ -181,7 +184,7 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     from evomath.search import mcts
 
     problems = training_problems(ctx.config)
-    out = ctx.path("trees.jsonl")
+    out = ctx.path(TREES)
     key = generation_key(ctx)
     done = _recover_trees(out, key)
     todo = [p for p in problems if p.id not in done]
@@ -258,7 +261,7 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
     from evomath.search import mcts
     from training.buckets import hard_problem_ids
 
-    trees = list(read_trees(ctx.path("trees.jsonl")))
+    trees = list(read_trees(ctx.path(TREES)))
     schedule = ctx.config.hard_extra_rollouts.get(ctx.round, [])
     by_id = {p.id: p for p in training_problems(ctx.config)}
     hard_before = len(hard_problem_ids(trees))
@@ -274,21 +277,21 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
             backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
             mcts([by_id[t.problem_id] for t in hard], backend, _policy_format(ctx), config, sandbox, grader,
                  value_fn, trees=hard, progress=True)
-    write_trees(_trees_final(ctx), trees)
+    write_trees(ctx.path(TREES_FINAL), trees)
     hard_after = len(hard_problem_ids(trees))
     return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,
-            "artifacts": {"trees_final": str(_trees_final(ctx))}}
+            "artifacts": {"trees_final": str(ctx.path(TREES_FINAL))}}
 
 
 def bucket(ctx: RoundContext) -> dict:
     """Easy / medium / hard counts per round: the round's headline."""
     from training.buckets import bucket_counts, bucket_of
 
-    trees = list(read_trees(_trees_final(ctx)))
+    trees = list(read_trees(ctx.path(TREES_FINAL)))
     counts = bucket_counts(trees)
     per_problem = {t.problem_id: bucket_of(t) for t in trees}
-    write_jsonl(ctx.path("buckets.jsonl"), ({"problem_id": k, "bucket": v} for k, v in per_problem.items()))
-    return {**counts, "problems": len(trees), "artifacts": {"buckets": str(ctx.path("buckets.jsonl"))}}
+    write_jsonl(ctx.path(BUCKETS), ({"problem_id": k, "bucket": v} for k, v in per_problem.items()))
+    return {**counts, "problems": len(trees), "artifacts": {"buckets": str(ctx.path(BUCKETS))}}
 
 
 def select_sft(ctx: RoundContext) -> dict:
@@ -296,9 +299,9 @@ def select_sft(ctx: RoundContext) -> dict:
     from training import TrainingInputError
     from training.sft_data import make_sft_data
 
-    out = ctx.path("sft.jsonl")
+    out = ctx.path(SFT_DATA)
     try:
-        info = make_sft_data(_trees_final(ctx), out, _policy_format(ctx), top_k=2)
+        info = make_sft_data(ctx.path(TREES_FINAL), out, _policy_format(ctx), top_k=2)
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
@@ -311,9 +314,9 @@ def build_pairs(ctx: RoundContext) -> dict:
     from training import TrainingInputError
     from training.ppm_pairs import make_pairs
 
-    out = ctx.path("pairs.jsonl")
+    out = ctx.path(PAIRS)
     try:
-        info = make_pairs(_trees_final(ctx), out, _policy_format(ctx), ctx.config.ppm)
+        info = make_pairs(ctx.path(TREES_FINAL), out, _policy_format(ctx), ctx.config.ppm)
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
@@ -332,13 +335,13 @@ def train_policy(ctx: RoundContext) -> dict:
     from evomath.models import resolve_model
     from training.sft import train_sft
 
-    if _is_empty(ctx.path("sft.jsonl")):
+    if _is_empty(ctx.path(SFT_DATA)):
         return {"policy_trained": 0, "artifacts": {}}
     engines.release()
     base = ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy
-    metrics = train_sft(ctx.path("sft.jsonl"), resolve_model(base), ctx.path("policy"), ctx.config.sft,
+    metrics = train_sft(ctx.path(SFT_DATA), resolve_model(base), ctx.path(POLICY), ctx.config.sft,
                         overwrite=True)
-    return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path("policy"))}}
+    return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path(POLICY))}}
 
 
 def train_ppm(ctx: RoundContext) -> dict:
@@ -347,19 +350,19 @@ def train_ppm(ctx: RoundContext) -> dict:
     from evomath.models import resolve_model
     from training.ppm import train_ppm as train
 
-    pairs = ctx.path("pairs.jsonl")
+    pairs = ctx.path(PAIRS)
     if ctx.round < ctx.config.ppm_train_from_round or _is_empty(pairs):
         return {"ppm_trained": 0, "artifacts": {}}
     engines.release()
     policy, _ = round_models(ctx)
-    metrics = train(pairs, resolve_model(policy), ctx.path("ppm"), ctx.config.ppm, overwrite=True,
+    metrics = train(pairs, resolve_model(policy), ctx.path(PPM), ctx.config.ppm, overwrite=True,
                     step_format=ctx.config.search.step_format)
-    return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path("ppm"))}}
+    return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path(PPM))}}
 
 
 def round_models(ctx: RoundContext) -> tuple[str, str | None]:
     """The models this round leaves: what it trained, else what it started from."""
-    policy, ppm = ctx.path("policy"), ctx.path("ppm")
+    policy, ppm = ctx.path(POLICY), ctx.path(PPM)
     return (str(policy) if policy.is_dir() else ctx.policy), (str(ppm) if ppm.is_dir() else ctx.ppm)
 
 
@@ -369,24 +372,36 @@ def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = Non
 
     new_policy, new_ppm = round_models(ctx)
     planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config)})
-    return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path("eval"),
+    return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path(EVAL),
                            scorer_device=device_plan(ctx.config).scorer_device)
 
 
-STAGE_FUNCTIONS: dict[str, Callable[..., dict]] = {
-    "generate": generate, "extra_rollouts": extra_rollouts, "bucket": bucket, "select_sft": select_sft,
-    "build_pairs": build_pairs, "train_policy": train_policy, "train_ppm": train_ppm, "evaluate": evaluate,
-}
-STAGE_INPUTS: dict[str, list[str]] = {
-    "generate": [],
-    "extra_rollouts": ["trees.jsonl"],
-    "bucket": ["trees-final.jsonl"],
-    "select_sft": ["trees-final.jsonl"],
-    "build_pairs": ["trees-final.jsonl"],
-    "train_policy": ["sft.jsonl"],
-    "train_ppm": ["pairs.jsonl", "policy"],
-    "evaluate": ["policy", "ppm"],
-}
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a round, the one place it is described: the Prefect tasks, the cache keys and
+    the round's headline row are all derived from these."""
+
+    name: str
+    run: Callable[..., dict]  # (ctx, **kwargs) -> metrics, with "artifacts" among ``outputs``
+    inputs: tuple[str, ...] = ()  # files and model directories of the round it reads (its key hashes them)
+    outputs: tuple[str, ...] = ()  # what it writes
+    headline: tuple[tuple[str, str], ...] = ()  # (metric, column) it adds to the round's row
+    progress: str | None = None  # reports (done, total) through ``on_progress``: what it counts
+
+
+REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
+    Stage("generate", generate, (), (TREES,), (("problems", "problems"), ("solve_rate", "solve_rate"),
+                                               ("generated_tokens", "generated_tokens")), progress="generation"),
+    Stage("extra_rollouts", extra_rollouts, (TREES,), (TREES_FINAL,), (("rescued", "rescued"),)),
+    Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,), (("easy", "easy"), ("medium", "medium"), ("hard", "hard"))),
+    Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,), (("sft_examples", "sft_examples"),)),
+    Stage("build_pairs", build_pairs, (TREES_FINAL,), (PAIRS,), (("pairs", "ppm_pairs"),)),
+    Stage("train_policy", train_policy, (SFT_DATA,), (POLICY,), (("train_loss", "sft_loss"),)),
+    Stage("train_ppm", train_ppm, (PAIRS, POLICY), (PPM,),
+          (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"))),
+    Stage("evaluate", evaluate, (POLICY, PPM), (EVAL,)),
+)}
+STAGES = list(REGISTRY)  # the round's order
 
 
 def _numbers(metrics: dict) -> dict:
@@ -397,7 +412,7 @@ def _numbers(metrics: dict) -> dict:
 
 
 def stage_inputs(ctx: RoundContext, stage: str) -> list[Path]:
-    return [ctx.path(name) for name in STAGE_INPUTS[stage]]
+    return [ctx.path(name) for name in REGISTRY[stage].inputs]
 
 
 def stage_key(ctx: RoundContext, stage: str) -> str:
@@ -425,9 +440,14 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
+def stage_record(directory: Path, stage: str) -> Path:
+    """Where a finished stage's key and metrics are recorded (written last: it means finished)."""
+    return directory / f"stage-{stage}.json"
+
+
 def finished_stage(ctx: RoundContext, stage: str) -> dict | None:
     """The recorded metrics of a stage that already ran on the same inputs, else None."""
-    record = ctx.path(f"stage-{stage}.json")
+    record = stage_record(ctx.dir, stage)
     if not record.exists():
         return None
     saved = json.loads(record.read_text())
@@ -441,9 +461,9 @@ def run_stage(ctx: RoundContext, stage: str, **kwargs) -> dict:
         return cached
     key = stage_key(ctx, stage)
     start = time.perf_counter()
-    metrics = STAGE_FUNCTIONS[stage](ctx, **kwargs)
+    metrics = REGISTRY[stage].run(ctx, **kwargs)
     metrics["stage_seconds"] = time.perf_counter() - start
-    _write_json(ctx.path(f"stage-{stage}.json"), {"stage": stage, "key": key, "metrics": metrics})
+    _write_json(stage_record(ctx.dir, stage), {"stage": stage, "key": key, "metrics": metrics})
     return metrics
 
 
@@ -487,13 +507,13 @@ def recorded_round(config: ExperimentConfig, k: int) -> dict:
     directory = round_dir(config, k)
     minutes, buckets = {}, {}
     for stage in STAGES:
-        record = directory / f"stage-{stage}.json"
+        record = stage_record(directory, stage)
         if record.exists():
             metrics = json.loads(record.read_text())["metrics"]
             minutes[stage] = metrics.get("stage_seconds", 0.0) / 60
             if stage == "bucket":
                 buckets = {b: metrics[b] for b in ("easy", "medium", "hard") if b in metrics}
-    summary = directory / "eval" / "summary.json"
+    summary = directory / EVAL / "summary.json"
     rows = json.loads(summary.read_text()) if summary.exists() else []
     return {"round": k, "summary": rows, "buckets": buckets, "minutes": minutes}
 

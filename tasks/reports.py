@@ -13,23 +13,11 @@ from typing import Mapping, Sequence
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evomath.config import ExperimentConfig
+from evomath import stages
 from evomath.stages import RoundContext
 from tasks.stages import artifact_key
 
-HEADLINE = {  # (stage, metric) -> column of the round's row
-    ("generate", "problems"): "problems",
-    ("generate", "solve_rate"): "solve_rate",
-    ("generate", "generated_tokens"): "generated_tokens",
-    ("bucket", "easy"): "easy",
-    ("bucket", "medium"): "medium",
-    ("bucket", "hard"): "hard",
-    ("extra_rollouts", "rescued"): "rescued",
-    ("select_sft", "sft_examples"): "sft_examples",
-    ("build_pairs", "pairs"): "ppm_pairs",
-    ("train_policy", "train_loss"): "sft_loss",
-    ("train_ppm", "train_loss"): "ppm_loss",
-    ("train_ppm", "heldout_accuracy"): "pair_accuracy",
-}
+HEADLINE = {(name, metric): column for name, stage in stages.REGISTRY.items() for metric, column in stage.headline}
 
 
 def eval_rows(ctx: RoundContext) -> list[dict]:

@@ -31,13 +31,6 @@ def _cache_key(context, parameters) -> str:
     return stages.stage_key(parameters["ctx"], context.task.name)
 
 
-def _stage_task(fn):
-    return task(
-        fn, name=fn.__name__, cache_key_fn=_cache_key, persist_result=True, result_serializer="json",
-        task_run_name=f"{fn.__name__}-round-{{ctx.round}}",
-    )
-
-
 def _run(stage: str, ctx: RoundContext, parent_run_id: str | None, **kwargs) -> dict:
     """The stage through the stage layer, as a nested MLflow run of the round."""
     tracker = Tracker.for_config(ctx.config)
@@ -63,52 +56,23 @@ class ProgressArtifact:
         update_progress_artifact(self.id, 100.0 * done / max(total, 1))
 
 
-@_stage_task
-def generate(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    progress = ProgressArtifact(artifact_key(ctx.config, "round", ctx.round, "generation"),
-                                f"MCTS trees finished in round {ctx.round}")
-    return _run("generate", ctx, parent_run_id, on_progress=progress)
+def _stage_task(stage: stages.Stage):
+    """The Prefect task of a registry stage: the stage layer's key and records, a nested MLflow
+    run, and a progress artifact for a stage that counts its work."""
+
+    def run(ctx: RoundContext, parent_run_id: str | None = None, **kwargs) -> dict:
+        if stage.progress:
+            kwargs["on_progress"] = ProgressArtifact(artifact_key(ctx.config, "round", ctx.round, stage.progress),
+                                                     f"{stage.progress}: {stage.name} in round {ctx.round}")
+        return _run(stage.name, ctx, parent_run_id, **kwargs)
+
+    run.__name__ = run.__qualname__ = stage.name
+    run.__doc__ = stage.run.__doc__
+    return task(run, name=stage.name, cache_key_fn=_cache_key, persist_result=True, result_serializer="json",
+                task_run_name=f"{stage.name}-round-{{ctx.round}}")
 
 
-@_stage_task
-def extra_rollouts(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("extra_rollouts", ctx, parent_run_id)
-
-
-@_stage_task
-def bucket(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("bucket", ctx, parent_run_id)
-
-
-@_stage_task
-def select_sft(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("select_sft", ctx, parent_run_id)
-
-
-@_stage_task
-def build_pairs(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("build_pairs", ctx, parent_run_id)
-
-
-@_stage_task
-def train_policy(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("train_policy", ctx, parent_run_id)
-
-
-@_stage_task
-def train_ppm(ctx: RoundContext, parent_run_id: str | None = None) -> dict:
-    return _run("train_ppm", ctx, parent_run_id)
-
-
-@_stage_task
-def evaluate(ctx: RoundContext, parent_run_id: str | None = None, policy: str | None = None,
-             ppm: str | None = None) -> dict:
-    """The round's own models, or the given ones (then part of ``ctx``, hence of the cache key)."""
-    return _run("evaluate", ctx, parent_run_id, policy=policy, ppm=ppm)
-
-
-STAGE_TASKS = {t.name: t for t in (generate, extra_rollouts, bucket, select_sft, build_pairs, train_policy,
-                                   train_ppm, evaluate)}
+STAGE_TASKS = {name: _stage_task(stage) for name, stage in stages.REGISTRY.items()}
 
 
 def run_stage(stage: str, ctx: RoundContext, parent_run_id: str | None = None, **kwargs) -> dict:

@@ -9,6 +9,7 @@ it dies during generation and is run again, and no tree may be lost or duplicate
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -105,7 +106,9 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
 def fake_stages(monkeypatch):
     calls: list[str] = []
     scores = {0: 0.1, 1: 0.5, 2: 0.25, 3: 0.1}  # round 2 is worse: champion must stay on round 1
-    monkeypatch.setattr(stages, "STAGE_FUNCTIONS", _fake_stages(scores, calls))
+    fakes = _fake_stages(scores, calls)
+    registry = {name: dataclasses.replace(stage, run=fakes[name]) for name, stage in stages.REGISTRY.items()}
+    monkeypatch.setattr(stages, "REGISTRY", registry)
     return calls
 
 
