@@ -87,7 +87,9 @@ def cmd_evaluate(args) -> int:
         check_inputs(specs, scorer, args.trees)
         backend = None
         if any(s.kind != "offline" for s in specs):  # offline methods only read saved trees
-            backend = make_backend(args.policy or config.policy, config.engine)
+            # In-process on a CPU, like the stages: the policy is this process's only in-process
+            # engine (a vLLM-served PPM keeps vLLM's own processes), so its shutdown is safe.
+            backend = make_backend(args.policy or config.policy, config.engine, in_process=True)
             stack.callback(backend.close)
         rows = run_suite(suite, specs, backend, search, config.sandbox, scorer, out, trees=args.trees,
                          progress=not args.no_progress)

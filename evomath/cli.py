@@ -74,7 +74,7 @@ def _add_sample(sub) -> None:
 def _cmd_sample(args) -> int:
     from evomath.backends import GenerationRequest, make_backend
 
-    backend = make_backend(args.model)
+    backend = make_backend(args.model, in_process=True)  # the process's one engine: in-process on a CPU
     try:
         prompt = args.question if args.raw else backend.chat_prompt(args.question)
         request = GenerationRequest(

@@ -51,8 +51,9 @@ def prepare_environment(in_process: bool | None = None) -> None:
     model's compute; in-process is 1.8x the tokens/s and starts in 17 s, not 31 s
     (benchmarks/engine_processes.py). But shutting an in-process engine down tears down the
     process's torch.distributed state, which breaks any other in-process engine, so only the
-    one-engine-per-process cache (``evomath.engines``) asks for it; None keeps vLLM's processes
-    (or whatever VLLM_ENABLE_V1_MULTIPROCESSING said when evomath was imported)."""
+    policy engines that are alone in their process ask for it (the stages' cache,
+    ``evomath.engines``, and the CLI commands); None keeps vLLM's processes (or whatever
+    VLLM_ENABLE_V1_MULTIPROCESSING said when evomath was imported), as the vLLM-served PPM does."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     if not _on_cpu():
         return

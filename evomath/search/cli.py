@@ -76,7 +76,8 @@ def run_search_command(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     trees_path = args.out / "trees.jsonl"
     trees_path.unlink(missing_ok=True)
-    backend = make_backend(args.model or config.policy, config.engine)
+    # One engine in this process: in-process on a CPU, like the stages (see prepare_environment).
+    backend = make_backend(args.model or config.policy, config.engine, in_process=True)
     try:
         fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
         with Sandbox(config.sandbox) as sandbox, Grader() as grader:

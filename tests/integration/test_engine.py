@@ -60,7 +60,7 @@ def test_sample_command_prints_samples(policy_backend, monkeypatch, capsys):
     from evomath.cli import main
 
     monkeypatch.setattr(policy_backend, "close", lambda: None)
-    monkeypatch.setattr(backends, "make_backend", lambda model, config=None: policy_backend)
+    monkeypatch.setattr(backends, "make_backend", lambda model, config=None, in_process=None: policy_backend)
     assert main(["sample", "What is 2 + 3?", "-n", "3", "--max-tokens", "24"]) == 0
     out = capsys.readouterr().out
     assert out.count("--- sample") == 3
