@@ -9,11 +9,10 @@ of solutions) plus tokens per question and pass@k (some candidate solution is ri
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from evomath.tree import write_jsonl
+from evomath.files import write_json, write_jsonl
 
 from evaluation.select import Choice
 
@@ -79,12 +78,7 @@ def summarize(records: Iterable[dict]) -> list[dict]:
 
 
 def write_summary(path: str | Path, rows: Sequence[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(rows), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, list(rows))
 
 
 def flat_metrics(rows: Sequence[dict]) -> dict[str, float]:

@@ -7,10 +7,10 @@ trained on. Any other directory is refused, so a policy can never be mistaken fo
 
 Two serving backends give the same scores (to 3e-6 in fp32): transformers in this process, or
 vLLM's pooling runner (``LLM(runner="pooling")``). Both read token ids from ``encode``, the
-tokenisation training used. transformers is the default: on the 2-core CPU, scoring 64 short texts
-took 4.6-5.3 s against vLLM's 7.0-7.6 s in the quieter interleaved runs of
-``benchmarks/training_throughput.py``, it starts in about a second instead of 25-50 s, and it adds
-no second engine (processes, KV cache) beside the policy's. vLLM stays available for GPUs and servers.
+tokenisation training used. transformers is the default: on a few CPU cores it scores as fast as
+vLLM's pooling engine or faster, starts in about a second instead of tens, and adds no second
+engine (processes, KV cache) beside the policy's (``benchmarks/training_throughput.py`` measures
+both). vLLM stays available for GPUs and servers.
 """
 
 from __future__ import annotations
@@ -266,8 +266,7 @@ class _VLLMPPM:
         return self.raw_scores([ids[: position + 1] for ids, position in reads], batch_size)
 
     def close(self) -> None:
-        engine = getattr(self.llm, "llm_engine", None)
-        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
-        if shutdown:
-            shutdown()
-        del self.llm
+        from evomath.backends.vllm_backend import shutdown_llm
+
+        shutdown_llm(self.llm)
+        self.llm = None

@@ -1,4 +1,4 @@
-"""One round of self-evolution as plain functions over a run directory (DESIGN.md, "The loop").
+"""One round of self-evolution (rStar-Math's loop) as plain functions over a run directory.
 
 Each stage reads files of earlier stages and writes its own, then records its metrics in
 ``stage-<name>.json`` together with a key made of the config and its input files' hashes. A stage
@@ -26,7 +26,8 @@ from evomath.config import ExperimentConfig, SearchConfig
 from evomath.models import model_fingerprint
 from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
-from evomath.tree import Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
+from evomath.tree import Tree, append_trees, read_trees, write_trees
+from evomath.files import read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -463,14 +464,8 @@ def run_stage(ctx: RoundContext, stage: str, **kwargs) -> dict:
     start = time.perf_counter()
     metrics = REGISTRY[stage].run(ctx, **kwargs)
     metrics["stage_seconds"] = time.perf_counter() - start
-    _write_json(stage_record(ctx.dir, stage), {"stage": stage, "key": key, "metrics": metrics})
+    write_json(stage_record(ctx.dir, stage), {"stage": stage, "key": key, "metrics": metrics})
     return metrics
-
-
-def _write_json(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
 
 
 StageCallback = Callable[[int, str, dict], None]

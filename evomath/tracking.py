@@ -1,6 +1,6 @@
 """Everything MLflow, in one module: runs, params, metrics, data sets, plots and the model registry.
 
-Layout (DESIGN.md, "Orchestration and tracking"): one experiment per project (``config.name``), a
+Layout: one experiment per project (``config.name``), a
 parent run per evolution, a nested run per round and one per stage. A run carries an
 ``evomath.key`` tag; starting a run whose key matches an unfinished run (a killed round) continues
 that run instead of opening a duplicate, so a resumed round reads as one run in the UI.
@@ -196,7 +196,7 @@ class Tracker:
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-        from evomath.tree import read_jsonl
+        from evomath.files import read_jsonl
 
         rows = [{k: v for k, v in row.items() if isinstance(v, (str, int, float, bool))} for row in read_jsonl(path)]
         with warnings.catch_warnings():  # MLflow registers two identical local-file sources and says so
@@ -229,7 +229,7 @@ class Tracker:
 
     def _log_trees(self, run_id: str, path: Path, name: str) -> None:
         """A few sample trees (whole files get large), a data set of problems, Q-value histogram."""
-        from evomath.tree import read_jsonl
+        from evomath.files import read_jsonl
 
         rows = list(read_jsonl(path))
         sample = "".join(json.dumps(row) + "\n" for row in rows[:TREE_SAMPLES])

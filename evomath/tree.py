@@ -6,12 +6,11 @@ so everything a later stage needs (visits, values, PPM scores, terminal kind, gr
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from evomath.files import append_jsonl, read_jsonl, write_jsonl
 
 # "length": the prompt (question + steps so far) no longer fits the model's context.
 TERMINAL_KINDS = ("answer", "too_deep", "code_errors", "no_step", "length")
@@ -155,48 +154,10 @@ def write_trees(path: str | Path, trees: Iterable[Tree]) -> None:
 
 
 def append_trees(path: str | Path, trees: Iterable[Tree]) -> None:
-    """Append finished trees (one line each, flushed) so an interrupted search keeps what it finished."""
-    with Path(path).open("a") as fh:
-        for tree in trees:
-            fh.write(json.dumps(tree.to_dict()) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append finished trees (one line each, fsynced) so an interrupted search keeps what it finished."""
+    append_jsonl(path, (t.to_dict() for t in trees))
 
 
 def read_trees(path: str | Path) -> Iterator[Tree]:
     for raw in read_jsonl(path):
         yield Tree.from_dict(raw)
-
-
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
-    """Write JSONL to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Yield rows; a line that is not JSON raises an error naming the file and line.
-
-    A torn last line (a crash mid-append) is skipped, since appends are the resume mechanism.
-    """
-    path = Path(path)
-    with path.open() as fh:
-        lines = fh.readlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as err:
-            if lineno == len(lines) and not line.endswith("\n"):
-                return
-            raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from evomath.config import ExperimentConfig
+from evomath.files import write_json
 from evomath import stages
 from evomath.stages import RoundContext
 from tasks.stages import artifact_key
@@ -94,8 +95,4 @@ def post_evolution_report(config: ExperimentConfig, rows: Sequence[Mapping], run
 
 def write_rows(path: Path, rows: Sequence[Mapping]) -> Path:
     """The evolution table as a file (``evomath demo`` prints it when the run is done)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(list(rows), indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json(path, list(rows))

@@ -15,7 +15,8 @@ from prefect import task
 
 from evomath import stages
 from evomath.stages import RoundContext
-from evomath.tree import read_trees, write_jsonl, write_trees
+from evomath.tree import read_trees, write_trees
+from evomath.files import write_jsonl
 
 
 def shard_context(ctx: RoundContext, index: int, count: int) -> RoundContext:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from evomath.tree import read_jsonl
+from evomath.files import read_jsonl
 from training import TrainingInputError
 
 

@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from evomath.config import PPMConfig
 from evomath.scoring import ppm_text
-from evomath.tree import Tree, read_trees, write_jsonl
+from evomath.tree import Tree, read_trees
+from evomath.files import write_jsonl
 from training import TrainingInputError
 from training.trajectories import Trajectory, answered_trajectories, rank_key
 

@@ -12,7 +12,8 @@ from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from evomath.tree import Tree, read_trees, write_jsonl
+from evomath.tree import Tree, read_trees
+from evomath.files import write_jsonl
 from training import TrainingInputError
 from training.trajectories import Trajectory, answered_trajectories, rank_key
 
@@ -62,18 +63,11 @@ def make_sft_data(trees_path: str | Path, out_path: str | Path, fmt, top_k: int 
 
 
 def chat_fn(model_dir: str | Path) -> Callable[[str], str]:
-    """The model's chat template as ``user_text -> prompt``, for the "chat" prompt style."""
+    """The model's chat template as ``user_text -> prompt``, for the "chat" prompt styles."""
     from transformers import AutoTokenizer
 
+    from evomath.backends.base import render_chat
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    if not tokenizer.chat_template:
-        raise TrainingInputError(
-            f"{model_dir}: the tokenizer has no chat template, which the 'chat' prompt style needs "
-            "(use prompt style 'few_shot' or 'bare', or a model with a chat template)"
-        )
-
-    def apply(user_text: str) -> str:
-        messages = [{"role": "user", "content": user_text}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    return apply
+    render_chat(tokenizer, "", source=str(model_dir))  # refuse a model without a chat template now
+    return lambda user_text: render_chat(tokenizer, user_text, source=str(model_dir))

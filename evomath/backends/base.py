@@ -47,14 +47,25 @@ class GenerationResult:
     extra: dict = field(default_factory=dict)
 
 
-def chat_messages(user_text: str, system: str | None = None) -> list[dict]:
-    """One user turn (after an optional system turn), for a tokenizer's chat template."""
-    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
+def render_chat(tokenizer, user_text: str, system: str | None = None, *, source: str = "the model") -> str:
+    """One user turn (after an optional system turn) through the tokenizer's chat template, ending
+    with the assistant's generation prompt: what every "chat" prompt style sends."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{source}: the tokenizer has no chat template, which the 'chat' prompt styles need "
+            "(use prompt style 'few_shot' or 'bare', or a model with a chat template)"
+        )
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user_text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 class PolicyBackend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
         """Sample every request in one batch; results come back in request order."""
+        ...
+
+    def chat_prompt(self, user_text: str, system: str | None = None) -> str:
+        """``user_text`` through the policy's chat template (``render_chat``)."""
         ...
 
     def close(self) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from evomath.backends.base import Completion, GenerationRequest, GenerationResult, chat_messages
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig
 
 
@@ -73,8 +73,7 @@ class OpenAIBackend:
             from evomath.models import resolve_model
 
             self._tokenizer = AutoTokenizer.from_pretrained(resolve_model(self.tokenizer_source))
-        messages = chat_messages(user_text, system)
-        return self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self._tokenizer, user_text, system, source=self.tokenizer_source)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False)

@@ -10,7 +10,7 @@ import gc
 import os
 from typing import Sequence
 
-from evomath.backends.base import Completion, GenerationRequest, GenerationResult, chat_messages
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig
 from evomath.models import resolve_model
 
@@ -48,8 +48,8 @@ _SPECIAL_TOKEN_SLACK = 4
 def prepare_environment(in_process: bool | None = None) -> None:
     """Settings to make before building a ``vllm.LLM``. ``in_process`` (CPU only): run the engine
     inside this process. On a few cores vLLM's engine-core and worker processes spin against the
-    model's compute; in-process is 1.8x the tokens/s and starts in 17 s, not 31 s
-    (benchmarks/engine_processes.py). But shutting an in-process engine down tears down the
+    model's compute, so in-process is faster to start and to generate (``benchmarks/engine_processes.py``
+    measures both). But shutting an in-process engine down tears down the
     process's torch.distributed state, which breaks any other in-process engine, so only the
     policy engines that are alone in their process ask for it (the stages' cache,
     ``evomath.engines``, and the CLI commands); None keeps vLLM's processes (or whatever
@@ -118,22 +118,26 @@ class VLLMBackend:
         return len(self.tokenizer(prompt, add_special_tokens=True)["input_ids"]) < limit
 
     def chat_prompt(self, user_text: str, system: str | None = None) -> str:
-        messages = chat_messages(user_text, system)
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(self.tokenizer, user_text, system, source=self.model_path)
 
     def close(self) -> None:
-        """Shut the engine down now rather than at interpreter exit: its worker processes, or (in
-        process) its weights and KV cache, so training and the next engine get the memory back."""
-        engine = getattr(self.llm, "llm_engine", None)
-        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
-        if shutdown:
-            shutdown()
-        del self.llm
-        gc.collect()
-        import torch
+        shutdown_llm(self.llm)
+        self.llm = None
 
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+
+def shutdown_llm(llm) -> None:
+    """Shut an engine down now rather than at interpreter exit: its worker processes, or (in process)
+    its weights and KV cache, so training and the next engine get the memory back."""
+    engine = getattr(llm, "llm_engine", None)
+    shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+    if shutdown:
+        shutdown()
+    del llm
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _to_result(output) -> GenerationResult:

@@ -14,7 +14,8 @@ from evomath.formats import make_format
 from evomath.grading import Grader
 from evomath.problems import load_benchmark
 from evomath.scoring import HEAD, MARKER_KEY, NotAPPMError, load_scorer
-from evomath.tree import read_jsonl, read_trees
+from evomath.tree import read_trees
+from evomath.files import read_jsonl
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,8 @@ import pytest
 
 from evomath import stages
 from evomath.config import ExperimentConfig, load_config
-from evomath.tree import Node, Tree, append_trees, read_jsonl, read_trees, write_jsonl, write_trees
+from evomath.tree import Node, Tree, append_trees, read_trees, write_trees
+from evomath.files import read_jsonl, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -27,7 +27,8 @@ from safetensors import safe_open
 from evomath import stages
 from evomath.config import apply_overrides, load_config
 from evomath.scoring import ppm_text
-from evomath.tree import read_trees, write_jsonl
+from evomath.tree import read_trees
+from evomath.files import write_jsonl
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ import pytest
 
 from evomath import stages
 from evomath.config import load_config
-from evomath.tree import read_jsonl
+from evomath.files import read_jsonl
 
 pytest.importorskip("prefect_ray", reason="the ray extra (prefect-ray, ray) is not installed")
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ import pytest
 
 from evomath import stages
 from evomath.config import load_config
-from evomath.tree import read_jsonl, read_trees
+from evomath.tree import read_trees
+from evomath.files import read_jsonl
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -16,7 +16,8 @@ from safetensors import safe_open
 
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
 from evomath.scoring import NotAPPMError, is_ppm_dir, load_scorer, ppm_text
-from evomath.tree import Tree, write_jsonl, write_trees
+from evomath.tree import Tree, write_trees
+from evomath.files import write_jsonl
 from training import TrainingInputError
 from training.cli import main
 

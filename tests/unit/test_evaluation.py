@@ -19,7 +19,8 @@ from evomath.backends.base import Completion, GenerationResult
 from evomath.cli import main
 from evomath.config import SearchConfig
 from evomath.problems import Problem
-from evomath.tree import Tree, read_jsonl, read_trees
+from evomath.tree import Tree, read_trees
+from evomath.files import read_jsonl
 from search_fakes import Step
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,8 @@ import pytest
 from evomath.config import PPMConfig
 from evomath.formats import make_format
 from evomath.scoring import ppm_text
-from evomath.tree import Tree, read_jsonl, write_trees
+from evomath.tree import Tree, write_trees
+from evomath.files import read_jsonl
 from training import TrainingInputError
 from training.ppm_pairs import (
     build_pairs,

@@ -11,7 +11,7 @@ import torch
 from tiny_model import make_tiny_model
 
 from evomath.config import PPMConfig, SFTConfig
-from evomath.tree import write_jsonl
+from evomath.files import write_jsonl
 
 LR = 7e-6
 SFT = SFTConfig(learning_rate=LR, batch_size=4, per_device_batch_size=4, max_length=64, warmup_ratio=0.0, bf16=True)

@@ -3,7 +3,8 @@
 import pytest
 
 from evomath.formats import make_format
-from evomath.tree import Tree, read_jsonl, write_trees
+from evomath.tree import Tree, write_trees
+from evomath.files import read_jsonl
 from training import TrainingInputError
 from training.sft_data import make_sft_data, select_sft
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from evomath import stages
 from evomath.config import ExperimentConfig
-from evomath.tree import Tree, append_trees, read_trees, write_jsonl
+from evomath.tree import Tree, append_trees, read_trees
+from evomath.files import write_json, write_jsonl
 
 
 def config(tmp_path, **updates) -> ExperimentConfig:
@@ -17,9 +18,9 @@ def config(tmp_path, **updates) -> ExperimentConfig:
 def test_recorded_round_reads_stage_records_and_the_eval_summary(tmp_path):
     cfg = config(tmp_path)
     ctx = stages.round_context(cfg, 1, policy="p")
-    stages._write_json(ctx.path("stage-generate.json"), {"stage": "generate", "key": "k",
+    write_json(ctx.path("stage-generate.json"), {"stage": "generate", "key": "k",
                                                          "metrics": {"stage_seconds": 90.0}})
-    stages._write_json(ctx.path("stage-bucket.json"), {"stage": "bucket", "key": "k",
+    write_json(ctx.path("stage-bucket.json"), {"stage": "bucket", "key": "k",
                                                        "metrics": {"easy": 1, "medium": 2, "hard": 3, "stage_seconds": 0.6}})
     (ctx.path("eval")).mkdir()
     rows = [{"benchmark": "b", "method": "greedy", "accuracy": 0.25}]
