@@ -19,7 +19,7 @@ from evomath.formats import make_format
 from evomath.grading import Grader
 from evomath.problems import load_benchmark
 from evomath.sandbox import Sandbox
-from evomath.search import mcts
+from evomath.search import SearchEnv, mcts
 
 
 class RecordingBackend:
@@ -68,7 +68,7 @@ def main() -> None:
     recorder = RecordingBackend(backend)
     fmt = make_format(config.step_format, config.prompt_style, chat=backend.chat_prompt)
     with Sandbox() as sandbox, Grader() as grader:
-        _, stats = mcts(problems, recorder, fmt, config, sandbox, grader, progress=False)
+        _, stats = mcts(problems, SearchEnv(recorder, fmt, config, sandbox, grader), progress=False)
     raw_tokens, raw_seconds = replay(backend, recorder.batches)
     backend.close()
 

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
 from evomath.scoring import prefix_scores
-from evomath.search import beam_search, best_of_n, greedy, mcts
+from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees, write_trees
 
 from evaluation.benchmarks import load_suite
@@ -58,12 +58,7 @@ class Run:
 @dataclass
 class Context:
     problems: Sequence
-    backend: object
-    fmt: object
-    config: SearchConfig
-    sandbox: object
-    grader: object
-    value_fn: Callable | None
+    env: SearchEnv
     progress: bool
 
 
@@ -79,16 +74,15 @@ def as_value_fn(scorer) -> Callable | None:
 
 
 def run_greedy(ctx: Context) -> Run:
-    trees, stats = greedy(ctx.problems, ctx.backend, ctx.fmt, ctx.config, ctx.sandbox, ctx.grader, progress=ctx.progress)
+    trees, stats = greedy(ctx.problems, ctx.env, progress=ctx.progress)
     return Run("greedy", [[t] for t in trees], stats.seconds)
 
 
 def run_samples(ctx: Context, n: int, score: bool) -> Run:
-    trees, stats = best_of_n(ctx.problems, ctx.backend, ctx.fmt, ctx.config, ctx.sandbox, ctx.grader, n=n,
-                             progress=ctx.progress)
+    trees, stats = best_of_n(ctx.problems, replace(ctx.env, value_fn=None), n, progress=ctx.progress)
     run = Run(f"samples@{n}", [[t] for t in trees], stats.seconds, samples=n)
     if score:
-        run.scoring_seconds = score_chains(trees, ctx.value_fn)
+        run.scoring_seconds = score_chains(trees, ctx.env.value_fn)
     return run
 
 
@@ -105,8 +99,7 @@ def score_chains(trees: Sequence[Tree], value_fn: Callable) -> float:
 
 
 def run_beam(ctx: Context, width: int, expand: int) -> Run:
-    config = ctx.config.model_copy(update={"beam_width": width, "beam_expand": expand})
-    trees, stats = beam_search(ctx.problems, ctx.backend, ctx.fmt, config, ctx.sandbox, ctx.grader, ctx.value_fn,
+    trees, stats = beam_search(ctx.problems, ctx.env.with_config(beam_width=width, beam_expand=expand),
                                progress=ctx.progress)
     return Run(f"beam-{width}x{expand}", [[t] for t in trees], stats.seconds)
 
@@ -115,8 +108,7 @@ def run_mcts(ctx: Context, searches: int) -> Run:
     """``searches`` independent trees per problem, all batched in one MCTS call; the PPM both
     guides the search and scores the answers (no gold in the backups)."""
     replicas = [replace(p, id=f"{p.id}{SEARCH_SEPARATOR}{s}") for p in ctx.problems for s in range(searches)]
-    trees, stats = mcts(replicas, ctx.backend, ctx.fmt, ctx.config, ctx.sandbox, ctx.grader, ctx.value_fn,
-                        progress=ctx.progress, reward="value")
+    trees, stats = mcts(replicas, ctx.env, progress=ctx.progress, reward="value")
     for tree in trees:
         tree.problem_id, search = tree.problem_id.rsplit(SEARCH_SEPARATOR, 1)
         tree.meta["search"] = int(search)
@@ -135,7 +127,7 @@ def load_offline(ctx: Context, source: Iterable[Tree], where: str, score: bool) 
     seconds = sum(t.meta.get("seconds", 0.0) for trees in grouped for t in trees)
     run = Run("offline", grouped, seconds)
     if score:
-        run.ppm, run.scoring_seconds = score_answers(grouped, ctx.value_fn)
+        run.ppm, run.scoring_seconds = score_answers(grouped, ctx.env.value_fn)
     return run
 
 
@@ -251,7 +243,7 @@ def evaluate(
     """
     specs = parse_methods(methods)
     check_inputs(specs, scorer, trees)
-    ctx = Context(problems, backend, fmt, search_config, sandbox, grader, as_value_fn(scorer), progress)
+    ctx = Context(problems, SearchEnv(backend, fmt, search_config, sandbox, grader, as_value_fn(scorer)), progress)
     runs = generate_runs(specs, ctx, trees, benchmark)
     records = [r for spec in specs for r in method_records(spec, runs[spec.generation], problems, benchmark)]
     if out_dir is not None:

@@ -26,6 +26,7 @@ from evomath.config import ExperimentConfig, SearchConfig
 from evomath.models import model_fingerprint
 from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
+from evomath.search.engine import SearchEnv
 from evomath.tree import Tree, append_trees, read_trees, write_trees
 from evomath.files import read_jsonl, write_json, write_jsonl
 
@@ -170,11 +171,20 @@ def engine_config(config: ExperimentConfig):
     return apply_plan(config, device_plan(config)).engine
 
 
-def _search_tools(ctx: RoundContext):
+@contextmanager
+def _search_env(ctx: RoundContext, active: bool = True) -> Iterator[SearchEnv | None]:
+    """The round's search environment: the shared engine on the round's policy, the round's step
+    format and search settings, a sandbox, a grader and the PPM; closed when the search is done.
+    ``active=False``: nothing to search, so no engine is started (None)."""
+    if not active:
+        yield None
+        return
     from evomath.grading import Grader
     from evomath.sandbox import Sandbox
 
-    return Sandbox(ctx.config.sandbox), Grader(workers=1)
+    backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
+    with Sandbox(ctx.config.sandbox) as sandbox, Grader(workers=1) as grader, _value_fn(ctx) as value_fn:
+        yield SearchEnv(backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader, value_fn)
 
 
 # ---------------------------------------------------------------- stages
@@ -202,11 +212,8 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     start = time.perf_counter()
     stats = None
     if todo:
-        backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
-        sandbox, grader = _search_tools(ctx)
-        with sandbox, grader, _value_fn(ctx) as value_fn:
-            _, stats = mcts(todo, backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader,
-                            value_fn, keep)
+        with _search_env(ctx) as env:
+            _, stats = mcts(todo, env, on_tree_done=keep)
     trees = list(read_trees(out))
     solved = sum(any(t.is_success(n) for n in t.answered()) for t in trees)
     metrics = {
@@ -266,18 +273,15 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
     schedule = ctx.config.hard_extra_rollouts.get(ctx.round, [])
     by_id = {p.id: p for p in training_problems(ctx.config)}
     hard_before = len(hard_problem_ids(trees))
-    sandbox, grader = _search_tools(ctx)
-    with sandbox, grader, _value_fn(ctx) as value_fn:
+    hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
+    with _search_env(ctx, active=bool(hard and schedule)) as env:
         for attempt, rollouts in enumerate(schedule, 1):
             hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
             if not hard or rollouts <= 0:
                 break
-            base = round_search_config(ctx)
             # A continued tree keeps counting: it gets ``rollouts`` more on top of what it had.
-            config = base.model_copy(update={"seed": base.seed + 100 * attempt, "rollouts": rollouts})
-            backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
-            mcts([by_id[t.problem_id] for t in hard], backend, _policy_format(ctx), config, sandbox, grader,
-                 value_fn, trees=hard, progress=True)
+            extra = env.with_config(seed=env.config.seed + 100 * attempt, rollouts=rollouts)
+            mcts([by_id[t.problem_id] for t in hard], extra, trees=hard, progress=True)
     write_trees(ctx.path(TREES_FINAL), trees)
     hard_after = len(hard_problem_ids(trees))
     return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,

@@ -17,10 +17,10 @@ from evomath.search.engine import (
     Driver,
     Expander,
     Expansion,
+    SearchEnv,
     SearchState,
     SearchStats,
     TreeCallback,
-    ValueFn,
     derive_seed,
     new_tree,
 )
@@ -60,12 +60,8 @@ class BeamSearch(SearchState):
 
 def beam_search(
     problems: Sequence,
-    backend,
-    fmt,
-    config: SearchConfig,
-    sandbox,
-    grader,
-    value_fn: ValueFn | None = None,
+    env: SearchEnv,
+    *,
     on_tree_done: TreeCallback | None = None,
     progress: bool = True,
 ) -> tuple[list[Tree], SearchStats]:
@@ -74,12 +70,10 @@ def beam_search(
     Without a value function every candidate ties and a seeded random choice decides, which is
     plain sampling in beam clothing: allowed, with a warning.
     """
-    if value_fn is None:
+    if env.value_fn is None:
         warnings.warn("beam search without a value_fn picks candidates at random", stacklevel=2)
-    has_value = value_fn is not None
-    expander = Expander(
-        backend, fmt, config, sandbox, grader, value_fn, score_steps=has_value, score_answers=has_value
-    )
-    return Driver(expander, config, "beam", on_tree_done, progress).run(
-        problems, lambda problem: BeamSearch(new_tree(problem), config)
+    has_value = env.value_fn is not None
+    expander = Expander(env, score_steps=has_value, score_answers=has_value)
+    return Driver(expander, env.config, "beam", on_tree_done, progress).run(
+        problems, lambda problem: BeamSearch(new_tree(problem), env.config)
     )

@@ -62,7 +62,7 @@ def run_search_command(args) -> int:
     from evomath.grading import Grader
     from evomath.problems import load_benchmark
     from evomath.sandbox import Sandbox
-    from evomath.search import run_search
+    from evomath.search import SearchEnv, run_search
     from evomath.tree import append_trees
 
     config = load_config(args.config) if args.config else ExperimentConfig()
@@ -81,10 +81,8 @@ def run_search_command(args) -> int:
     try:
         fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
         with Sandbox(config.sandbox) as sandbox, Grader() as grader:
-            trees, stats = run_search(
-                args.method, problems, backend, fmt, search, sandbox, grader, value_fn,
-                on_tree_done=lambda tree: append_trees(trees_path, [tree]),
-            )
+            env = SearchEnv(backend, fmt, search, sandbox, grader, value_fn)
+            trees, stats = run_search(args.method, problems, env, on_tree_done=lambda tree: append_trees(trees_path, [tree]))
     finally:
         backend.close()
     _print_results(trees, stats)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from tqdm.auto import tqdm
@@ -34,6 +34,23 @@ TreeCallback = Callable[[Tree], None]
 # Value of a terminal that carries no answer (too deep, code errors, no parsable step). As in
 # rStar it is recorded on the node only: such a candidate is dropped, not a trajectory outcome.
 DEAD_END = -1.0
+
+
+@dataclass
+class SearchEnv:
+    """What a search needs beside its problems: the policy's engine, the step format, the settings,
+    the sandbox (None for steps without code), the grader, and optionally a value function (a PPM)."""
+
+    backend: Any
+    fmt: "StepFormat"
+    config: SearchConfig
+    sandbox: Any = None
+    grader: Any = None
+    value_fn: ValueFn | None = None
+
+    def with_config(self, **updates) -> "SearchEnv":
+        """The same environment with some search settings changed (a seed, a beam width)."""
+        return replace(self, config=self.config.model_copy(update=updates))
 
 
 @dataclass
@@ -117,12 +134,7 @@ class Expander:
 
     def __init__(
         self,
-        backend,
-        fmt: "StepFormat",
-        config: SearchConfig,
-        sandbox,
-        grader,
-        value_fn: ValueFn | None = None,
+        env: SearchEnv,
         *,
         temperature: float | None = None,
         score_steps: bool = False,
@@ -131,11 +143,11 @@ class Expander:
     ) -> None:
         if reward not in ("gold", "value"):
             raise ValueError(f"reward must be 'gold' or 'value', not {reward!r}")
-        if (score_steps or score_answers or reward == "value") and value_fn is None:
+        if (score_steps or score_answers or reward == "value") and env.value_fn is None:
             raise ValueError("scoring nodes needs a value_fn")
-        self.backend, self.fmt, self.config = backend, fmt, config
-        self.sandbox, self.grader, self.value_fn = sandbox, grader, value_fn
-        self.temperature = config.temperature if temperature is None else temperature
+        self.backend, self.fmt, self.config = env.backend, env.fmt, env.config
+        self.sandbox, self.grader, self.value_fn = env.sandbox, env.grader, env.value_fn
+        self.temperature = env.config.temperature if temperature is None else temperature
         self.score_steps = score_steps
         self.score_answers = score_answers or reward == "value"
         self.reward = reward

@@ -20,10 +20,10 @@ from evomath.search.engine import (
     Driver,
     Expander,
     Expansion,
+    SearchEnv,
     SearchState,
     SearchStats,
     TreeCallback,
-    ValueFn,
     derive_seed,
     new_tree,
 )
@@ -137,20 +137,15 @@ class TreeSearch(SearchState):
 
 def mcts(
     problems: Sequence,
-    backend,
-    fmt,
-    config: SearchConfig,
-    sandbox,
-    grader,
-    value_fn: ValueFn | None = None,
+    env: SearchEnv,
+    *,
     on_tree_done: TreeCallback | None = None,
     progress: bool = True,
-    *,
     trees: Sequence[Tree] | None = None,
     reward: Literal["gold", "value"] = "gold",
     parallel_rollouts: int | None = 1,
 ) -> tuple[list[Tree], SearchStats]:
-    """Run ``config.rollouts`` rollouts per problem; returns trees in problem order.
+    """Run ``env.config.rollouts`` rollouts per problem; returns trees in problem order.
 
     ``trees``: earlier trees of some of these problems, continued in place (extra rollouts for
     hard problems; pass a new ``config.seed`` for new samples). ``reward="value"``: the
@@ -162,11 +157,9 @@ def mcts(
     unknown = set(existing) - {p.id for p in problems}
     if unknown:
         raise ValueError(f"trees without a matching problem: {sorted(unknown)[:5]}")
-    expander = Expander(
-        backend, fmt, config, sandbox, grader, value_fn, score_steps=value_fn is not None, reward=reward
-    )
+    expander = Expander(env, score_steps=env.value_fn is not None, reward=reward)
 
     def start(problem) -> TreeSearch:
-        return TreeSearch(existing.get(problem.id) or new_tree(problem), config, parallel_rollouts)
+        return TreeSearch(existing.get(problem.id) or new_tree(problem), env.config, parallel_rollouts)
 
-    return Driver(expander, config, "mcts", on_tree_done, progress).run(problems, start)
+    return Driver(expander, env.config, "mcts", on_tree_done, progress).run(problems, start)

@@ -8,17 +8,17 @@ one step per batch, all chains of all problems together.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
-from evomath.config import SearchConfig
 from evomath.search.engine import (
     Driver,
     Expander,
     Expansion,
+    SearchEnv,
     SearchState,
     SearchStats,
     TreeCallback,
-    ValueFn,
     derive_seed,
     new_tree,
 )
@@ -51,26 +51,18 @@ class Chains(SearchState):
         self.rollouts += len(steps) - len(self.leaves)
 
 
-def _sample(problems, backend, fmt, config, sandbox, grader, *, n, temperature, method, value_fn,
-            on_tree_done, progress) -> tuple[list[Tree], SearchStats]:
-    expander = Expander(
-        backend, fmt, config, sandbox, grader, value_fn, temperature=temperature,
-        score_answers=value_fn is not None,
-    )
-    return Driver(expander, config, method, on_tree_done, progress).run(
-        problems, lambda problem: Chains(new_tree(problem), n, config.seed)
+def _sample(problems, env: SearchEnv, *, n, temperature, method, score, on_tree_done, progress):
+    expander = Expander(env, temperature=temperature, score_answers=score)
+    return Driver(expander, env.config, method, on_tree_done, progress).run(
+        problems, lambda problem: Chains(new_tree(problem), n, env.config.seed)
     )
 
 
 def best_of_n(
     problems: Sequence,
-    backend,
-    fmt,
-    config: SearchConfig,
-    sandbox,
-    grader,
+    env: SearchEnv,
     n: int | None = None,
-    value_fn: ValueFn | None = None,
+    *,
     on_tree_done: TreeCallback | None = None,
     progress: bool = True,
 ) -> tuple[list[Tree], SearchStats]:
@@ -78,21 +70,17 @@ def best_of_n(
 
     With a value function each answer's score is stored as its ``prior`` (PPM best-of-N).
     """
-    return _sample(problems, backend, fmt, config, sandbox, grader, n=n or config.n_samples,
-                   temperature=config.temperature, method="bon", value_fn=value_fn,
-                   on_tree_done=on_tree_done, progress=progress)
+    return _sample(problems, env, n=n or env.config.n_samples, temperature=env.config.temperature, method="bon",
+                   score=env.value_fn is not None, on_tree_done=on_tree_done, progress=progress)
 
 
 def greedy(
     problems: Sequence,
-    backend,
-    fmt,
-    config: SearchConfig,
-    sandbox,
-    grader,
+    env: SearchEnv,
+    *,
     on_tree_done: TreeCallback | None = None,
     progress: bool = True,
 ) -> tuple[list[Tree], SearchStats]:
-    """One solution per problem at temperature 0."""
-    return _sample(problems, backend, fmt, config, sandbox, grader, n=1, temperature=0.0,
-                   method="greedy", value_fn=None, on_tree_done=on_tree_done, progress=progress)
+    """One solution per problem at temperature 0 (the value function, if any, is not used)."""
+    return _sample(problems, replace(env, value_fn=None), n=1, temperature=0.0, method="greedy", score=False,
+                   on_tree_done=on_tree_done, progress=progress)

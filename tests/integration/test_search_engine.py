@@ -9,7 +9,7 @@ from evomath.formats import make_format
 from evomath.grading import Grader
 from evomath.problems import load_benchmark
 from evomath.sandbox import Sandbox
-from evomath.search import run_search
+from evomath.search import SearchEnv, run_search
 from evomath.tree import TERMINAL_KINDS, Tree, read_trees, write_trees
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_method_on_demo_problems(method, policy_backend, sandbox, grader, tmp_pa
     config = SearchConfig(step_format="natural", prompt_style="chat", **SMALL)
     value_fn = length_value if method == "beam" else None
     done = []
-    trees, stats = run_search(method, problems, policy_backend, fmt, config, None, grader, value_fn,
+    trees, stats = run_search(method, problems, SearchEnv(policy_backend, fmt, config, None, grader, value_fn),
                               on_tree_done=done.append, progress=False)
     assert [t.problem_id for t in trees] == [p.id for p in problems] and len(done) == 3
     for tree in trees:
@@ -89,7 +89,7 @@ def test_mcts_code_format_on_gsm8k(policy_backend, sandbox, grader):
     problems = load_benchmark("gsm8k", limit=3)
     fmt = make_format("code", "few_shot")
     config = SearchConfig(**{**SMALL, "max_step_tokens": 64})
-    trees, stats = run_search("mcts", problems, policy_backend, fmt, config, sandbox, grader, progress=False)
+    trees, stats = run_search("mcts", problems, SearchEnv(policy_backend, fmt, config, sandbox, grader), progress=False)
     ran = [n for t in trees for n in t.nodes if n.code_output is not None]
     assert ran, "some step ran its program"
     for tree in trees:

@@ -6,7 +6,7 @@ import pytest
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SearchConfig
-from evomath.search import beam_search, run_search
+from evomath.search import SearchEnv, beam_search, run_search
 from search_fakes import FakeFormat, Problem
 
 
@@ -49,7 +49,7 @@ def search(table=None, value_fn=None, problems=None, **cfg):
     backend = FakeBackend(table)
     config = SearchConfig(**{"beam_width": 2, "beam_expand": 3, "max_depth": 3, **cfg})
     problems = problems or [Problem("p0", "q0", "5")]
-    trees, stats = beam_search(problems, backend, FakeFormat(), config, None, FakeGrader(), value_fn, progress=False)
+    trees, stats = beam_search(problems, SearchEnv(backend, FakeFormat(), config, None, FakeGrader(), value_fn), progress=False)
     return trees, stats, backend
 
 
@@ -112,6 +112,6 @@ def test_without_value_fn_warns_and_picks_seeded_random_candidates():
 def test_run_search_routes_beam():
     backend = FakeBackend()
     cfg = SearchConfig(beam_width=1, beam_expand=2, max_depth=2)
-    trees, _ = run_search("beam", [Problem("p0", "q0", "5")], backend, FakeFormat(), cfg, None, FakeGrader(),
-                          value_fn=score_by_text({}), progress=False)
+    trees, _ = run_search("beam", [Problem("p0", "q0", "5")],
+                          SearchEnv(backend, FakeFormat(), cfg, None, FakeGrader(), score_by_text({})), progress=False)
     assert trees[0].meta["method"] == "beam" and [len(b) for b in backend.batches] == [1, 1]

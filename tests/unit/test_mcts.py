@@ -11,7 +11,7 @@ import pytest
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SearchConfig
-from evomath.search import SearchStats, mcts, run_search
+from evomath.search import SearchEnv, SearchStats, mcts, run_search
 from evomath.search.engine import derive_seed
 from evomath.search.mcts import TreeSearch, uct
 from evomath.tree import Node, Tree, append_trees, read_trees
@@ -106,7 +106,7 @@ def run(script, problems=None, value_fn=None, **overrides):
     problems = problems or [Problem("p0", "q0", "5")]
     kwargs = {k: overrides.pop(k) for k in ("trees", "reward", "parallel_rollouts", "on_tree_done") if k in overrides}
     cfg = SearchConfig(**{"n_candidates": 3, "rollouts": 4, "concurrent_problems": 8, **overrides})
-    trees, stats = mcts(problems, backend, FakeFormat(), cfg, sandbox, grader, value_fn, progress=False, **kwargs)
+    trees, stats = mcts(problems, SearchEnv(backend, FakeFormat(), cfg, sandbox, grader, value_fn), progress=False, **kwargs)
     return trees, stats, backend, sandbox, grader
 
 
@@ -312,7 +312,7 @@ def test_an_over_long_prompt_is_a_length_dead_end_for_that_node_only():
     backend = ContextLimitedBackend(lambda q, depth, req: [f"step {depth} of {q}"], limit=30)
     problems = [Problem("long", "a question that is long enough already", "5"), Problem("short", "q", "5")]
     cfg = SearchConfig(n_candidates=1, rollouts=2, max_depth=4, concurrent_problems=8)
-    trees, stats = mcts(problems, backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader(), progress=False)
+    trees, stats = mcts(problems, SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader()), progress=False)
     long_tree, short_tree = trees
     (dead,) = long_tree.children(long_tree.root)
     assert (dead.terminal, dead.text, dead.visits, dead.value_sum) == ("length", "", 1, -1.0)
@@ -446,9 +446,9 @@ def test_continuing_a_tree_adds_rollouts_with_new_seeds():
 def test_run_search_dispatches_and_rejects_unknown_methods():
     backend = FakeBackend(by_last_step(SCRIPT))
     cfg = SearchConfig(n_candidates=3, rollouts=2)
-    trees, stats = run_search("mcts", [Problem("p0", "q0", "5")], backend, FakeFormat(), cfg, FakeSandbox(),
-                              FakeGrader(), progress=True)
+    trees, stats = run_search("mcts", [Problem("p0", "q0", "5")], SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(),
+                                                                          FakeGrader()), progress=True)
     assert isinstance(stats, SearchStats) and trees[0].meta["method"] == "mcts"
     assert stats.seconds > 0 and stats.tokens_per_second > 0
     with pytest.raises(ValueError, match="unknown search method"):
-        run_search("dfs", [], backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader())
+        run_search("dfs", [], SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader()))

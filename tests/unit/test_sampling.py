@@ -6,7 +6,7 @@ import pytest
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SandboxConfig, SearchConfig
-from evomath.search import best_of_n, greedy, run_search
+from evomath.search import SearchEnv, best_of_n, greedy, run_search
 from search_fakes import FakeFormat, Problem
 
 
@@ -51,7 +51,7 @@ def test_best_of_n_samples_n_chains_per_problem_in_shared_batches():
     problems = [Problem("p0", "q0", "5"), Problem("p1", "q1", "6")]
     backend, grader = FakeBackend(table_script(CHAINS)), FakeGrader()
     cfg = SearchConfig(temperature=0.8, max_step_tokens=32)
-    trees, stats = best_of_n(problems, backend, FakeFormat(), cfg, None, grader, n=3, progress=False)
+    trees, stats = best_of_n(problems, SearchEnv(backend, FakeFormat(), cfg, None, grader), n=3, progress=False)
     # Root: one request with n=3 per problem; then one request per unfinished chain (2 per problem).
     assert [[r.n for r in b] for b in backend.batches] == [[3, 3], [1, 1, 1, 1], [1, 1, 1, 1]]
     assert all(r.temperature == 0.8 and r.max_tokens == 32 for b in backend.batches for r in b)
@@ -71,8 +71,8 @@ def test_best_of_n_samples_n_chains_per_problem_in_shared_batches():
 
 def test_best_of_n_defaults_to_n_samples_and_seeds_chains_apart():
     backend = FakeBackend(lambda prompt, req: [f"x{req.seed}"] * req.n if not last_step(prompt) else ["\\boxed{1}"])
-    trees, _ = best_of_n([Problem("p0", "q0", "1")], backend, FakeFormat(), SearchConfig(n_samples=4), None,
-                         FakeGrader(), progress=False)
+    trees, _ = best_of_n([Problem("p0", "q0", "1")], SearchEnv(backend, FakeFormat(), SearchConfig(n_samples=4), None,
+                                                              FakeGrader()), progress=False)
     assert backend.batches[0][0].n == 4
     assert len({r.seed for r in backend.batches[1]}) == 4
 
@@ -85,8 +85,8 @@ def test_best_of_n_scores_answers_with_a_value_fn():
         return [0.5 if steps[-1] == "\\boxed{5}" else -0.5 for _, steps in items]
 
     backend = FakeBackend(table_script(CHAINS))
-    (tree,), _ = best_of_n([Problem("p0", "q0", "5")], backend, FakeFormat(), SearchConfig(), None, FakeGrader(),
-                           n=3, value_fn=value_fn, progress=False)
+    (tree,), _ = best_of_n([Problem("p0", "q0", "5")], SearchEnv(backend, FakeFormat(), SearchConfig(), None, FakeGrader(),
+                                                                value_fn), n=3, progress=False)
     assert sorted((n.answer, n.prior) for n in tree.answered()) == [("5", 0.5), ("6", -0.5), ("6", -0.5)]
     assert all(n.prior is None for n in tree.nodes if not n.is_terminal)  # only answers are scored
     assert [len(c) for c in calls] == [1, 2]
@@ -95,12 +95,12 @@ def test_best_of_n_scores_answers_with_a_value_fn():
 def test_chains_end_at_max_depth_and_on_unparsable_steps():
     script = lambda prompt, req: [""] if last_step(prompt) == "s1" else [f"s{len(prompt.split(chr(10))) - 1}"] * req.n  # noqa: E731
     backend = FakeBackend(script)
-    (tree,), stats = best_of_n([Problem("p0", "q0", "5")], backend, FakeFormat(), SearchConfig(max_depth=3), None,
-                               FakeGrader(), n=2, progress=False)
+    (tree,), stats = best_of_n([Problem("p0", "q0", "5")], SearchEnv(backend, FakeFormat(), SearchConfig(max_depth=3), None,
+                                                                    FakeGrader()), n=2, progress=False)
     # Both chains: s1 at depth 1, then an empty completion -> no_step at depth 2.
     assert sorted(n.terminal for n in tree.terminals()) == ["no_step", "no_step"]
-    (deep,) = best_of_n([Problem("p0", "q0", "5")], FakeBackend(lambda p, r: ["more"] * r.n), FakeFormat(),
-                        SearchConfig(max_depth=3), None, FakeGrader(), n=1, progress=False)[0]
+    (deep,) = best_of_n([Problem("p0", "q0", "5")], SearchEnv(FakeBackend(lambda p, r: ["more"] * r.n), FakeFormat(),
+                        SearchConfig(max_depth=3), None, FakeGrader()), n=1, progress=False)[0]
     assert [(n.depth, n.terminal) for n in deep.nodes[1:]] == [(1, None), (2, None), (3, "too_deep")]
     assert (deep.nodes[-1].visits, deep.nodes[-1].value_sum, deep.root.visits) == (1, -1.0, 0)
 
@@ -109,7 +109,7 @@ def test_chains_end_at_max_depth_and_on_unparsable_steps():
 def test_greedy_is_one_chain_at_temperature_zero():
     problems = [Problem("p0", "q0", "6"), Problem("p1", "q1", "7")]
     backend = FakeBackend(table_script({"": ["s"], "s": ["t"], "t": ["\\boxed{6}"]}))
-    trees, stats = greedy(problems, backend, FakeFormat(), SearchConfig(), None, FakeGrader(), progress=False)
+    trees, stats = greedy(problems, SearchEnv(backend, FakeFormat(), SearchConfig(), None, FakeGrader()), progress=False)
     assert [[(r.n, r.temperature) for r in b] for b in backend.batches] == [[(1, 0.0)] * 2] * 3
     assert [[n.text for n in t.nodes[1:]] for t in trees] == [["s", "t", "\\boxed{6}"]] * 2
     assert [t.answered()[0].correct for t in trees] == [True, False]
@@ -120,7 +120,7 @@ def test_greedy_is_one_chain_at_temperature_zero():
 def test_run_search_routes_sampling_methods(method, n_requests):
     backend = FakeBackend(table_script({"": ["\\boxed{1}"] * 3}))
     cfg = SearchConfig(n_samples=3)
-    trees, _ = run_search(method, [Problem("p0", "q0", "1")], backend, FakeFormat(), cfg, None, FakeGrader(),
+    trees, _ = run_search(method, [Problem("p0", "q0", "1")], SearchEnv(backend, FakeFormat(), cfg, None, FakeGrader()),
                           progress=False)
     assert trees[0].meta["method"] == method and backend.batches[0][0].n == n_requests
 
@@ -141,8 +141,8 @@ def test_code_steps_run_in_the_sandbox_and_show_their_output():
 
     fmt = make_format("code", "few_shot")
     with Sandbox(SandboxConfig(workers=1)) as sandbox:
-        (tree,), _ = best_of_n([Problem("p0", "2 + 3?", "5")], FakeBackend(script), fmt, SearchConfig(), sandbox,
-                               FakeGrader(), n=2, progress=False)
+        (tree,), _ = best_of_n([Problem("p0", "2 + 3?", "5")], SearchEnv(FakeBackend(script), fmt, SearchConfig(), sandbox,
+                                                                    FakeGrader()), n=2, progress=False)
     chain = tree.path(tree.answered()[0])
     assert [n.depth for n in chain] == [1, 2, 3]
     assert chain[1].text.endswith("<end_of_code>\n<output>5<end_of_output>\n")
@@ -160,13 +160,13 @@ def test_force_final_answer_opens_the_last_allowed_step_with_the_answer_prefix()
     problem = Problem("p0", "q0", "7")
     for force, answers in ((False, []), (True, ["7"])):
         cfg = SearchConfig(max_depth=3, force_final_answer=force)
-        (tree,), _ = greedy([problem], backend, PrefixFormat(), cfg, None, FakeGrader(), progress=False)
+        (tree,), _ = greedy([problem], SearchEnv(backend, PrefixFormat(), cfg, None, FakeGrader()), progress=False)
         leaf = tree.nodes[-1]
         assert [n.answer for n in tree.answered()] == answers
         assert leaf.depth == 3 and leaf.terminal == ("answer" if force else "too_deep")
         if force:  # the prefix is part of the step, so the trajectory reads as the model's text
             assert leaf.text == "\\boxed{7}" and leaf.correct
     # A format without an answer prefix is left alone.
-    (tree,), _ = greedy([problem], backend, FakeFormat(), SearchConfig(max_depth=3, force_final_answer=True), None,
-                        FakeGrader(), progress=False)
+    (tree,), _ = greedy([problem], SearchEnv(backend, FakeFormat(), SearchConfig(max_depth=3, force_final_answer=True), None,
+                                      FakeGrader()), progress=False)
     assert tree.nodes[-1].terminal == "too_deep"
