@@ -21,7 +21,6 @@ import linecache
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -43,7 +42,7 @@ PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
 SNIPPET_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "MPLBACKEND": "Agg"}
-SIGNAMES = {getattr(signal, n): n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")}
+SIGNAMES = {int(s): s.name for s in signal.Signals}  # the canonical names: SIGABRT, not SIGIOT
 WORKER_FILE = __file__  # the co_filename of this program's frames (hidden from tracebacks)
 
 
@@ -137,35 +136,320 @@ def expose_import_paths():
     return fds
 
 
+# ------------------------------------------------------------------ the filesystem view
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
+# Never masked, and never hidden by a mask: the system itself (the snippet's view of these is the
+# host's, read-only through the uid switch, or bwrap's minimal copy).
+SYSTEM_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/sys",
+               "/dev", "/run", "/boot", "/var", "/tmp")
+SCRATCH_NAME = "evomath-sandbox"
+
+
+def within(path, parent):
+    """path is parent or lies below it (both absolute and normalised)."""
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def resolve(path, links):
+    """The real path of ``path``, resolved one component at a time like the kernel does; every
+    symlink met on the way is appended to ``links`` as (where it is, what it says)."""
+    done, rest, hops = "/", [c for c in path.split("/") if c], 0
+    while rest:
+        comp = rest.pop(0)
+        if comp == ".":
+            continue
+        if comp == "..":
+            done = os.path.dirname(done)
+            continue
+        cur = os.path.join(done, comp)
+        if os.path.islink(cur):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, "too many symlinks", path)
+            target = os.readlink(cur)
+            links.append((cur, target))
+            rest = [c for c in target.split("/") if c] + rest
+            if target.startswith("/"):
+                done = "/"
+        else:
+            done = cur
+    return done
+
+
+def interpreter_paths(project_root=None):
+    """What this interpreter needs to run and import, as the snippet's view must show it.
+
+    ``binds``: real paths (directories or files) to expose read-only: sys.path entries, the
+    sysconfig library paths, the executable, libpython, a venv's pyvenv.cfg. ``links``: the
+    symlinks on the way to them from the paths Python uses (a venv's bin/python, a symlinked
+    venv), to recreate as they are. Nothing that is or contains ``project_root`` (the checkout) is
+    exposed, and nothing inside it either except the interpreter's own prefixes (a venv in the
+    checkout), so an old-style editable install (a .pth naming the checkout) stays hidden."""
+    import sysconfig
+
+    wanted = [p for p in sys.path if p]
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        try:
+            wanted.append(sysconfig.get_path(key))
+        except KeyError:
+            pass
+    wanted.append(sys.executable)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        # libpython and the libraries shipped next to it (conda's libffi...); a system-wide
+        # LIBDIR (/usr/lib/...) is under /usr, which the view has anyway
+        wanted.append(libdir)
+    if sys.prefix != sys.base_prefix:
+        wanted.append(os.path.join(sys.prefix, "pyvenv.cfg"))
+    prefixes = []
+    for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix):
+        try:
+            prefixes.append(resolve(os.path.abspath(p), []))
+        except OSError:
+            pass
+    root = resolve(os.path.abspath(project_root), []) if project_root else None
+    binds, links = [], []
+    for path in wanted:
+        if not os.path.isabs(path) or not os.path.exists(path):
+            continue
+        chain = []
+        try:
+            real = resolve(os.path.normpath(path), chain)
+        except OSError:
+            continue
+        if real == "/" or (root and within(root, real)):
+            continue  # would expose the checkout (or everything)
+        if root and within(real, root) and not any(within(real, p) for p in prefixes if p != "/"):
+            continue  # the checkout's own sources, put on sys.path by a .pth
+        binds.append(real)
+        links.extend(chain)
+    binds = sorted(set(binds))
+    binds = [b for b in binds if not any(b != o and within(b, o) for o in binds)]
+    seen, uniq = set(), []
+    for link, target in links:
+        if link not in seen and not any(within(link, b) for b in binds):
+            seen.add(link)
+            uniq.append((link, target))
+    return {"executable": sys.executable, "binds": binds, "links": uniq}
+
+
+def make_parents(path, top, protect):
+    """Create the missing directories between ``top`` and ``path`` (0755, root's)."""
+    parts = [c for c in path[len(top.rstrip("/")):].split("/") if c][:-1]
+    cur = top
+    for comp in parts:
+        cur = os.path.join(cur, comp)
+        if not os.path.isdir(cur):
+            os.mkdir(cur, 0o755)
+            os.chmod(cur, 0o755)
+        protect.setdefault(cur, "dir")
+
+
+def overlay(d, size_mb, writable, binds, links):
+    """Mount a fresh tmpfs on ``d`` and put back, read-only, the parts of the interpreter below
+    it (``binds``, through O_PATH fds opened before they were hidden) and the symlinks on the way
+    to them. Returns what a wipe must leave: {path: "dir" (wipe inside) | "keep"}."""
+    inner = [b for b in binds if within(b, d) and b != d]
+    fds = []
+    protect = {}
+    try:
+        for b in inner:
+            fds.append((b, os.open(b, O_PATH | os.O_CLOEXEC)))
+        inodes = max(1024, 256 * int(size_mb))
+        opts = "size=%dm,nr_inodes=%d,mode=%s" % (size_mb, inodes, "1777" if writable else "755")
+        if not mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+            raise OSError(ctypes.get_errno(), "cannot mount a tmpfs on " + d)
+        for b, fd in fds:
+            make_parents(b, d, protect)
+            if os.path.isdir("/proc/self/fd/%d" % fd):
+                os.mkdir(b, 0o755)
+            else:
+                os.close(os.open(b, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+            src = "/proc/self/fd/%d" % fd
+            if not mount(src, b, None, MS_BIND | MS_REC, None):
+                raise OSError(ctypes.get_errno(), "cannot bind %s on %s" % (b, b))
+            mount(None, b, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
+            protect[b] = "keep"
+        for link, target in links:
+            if within(link, d) and link != d and not any(within(link, b) for b in inner):
+                make_parents(link, d, protect)
+                if not os.path.lexists(link):
+                    os.symlink(target, link)
+                protect[link] = "keep"
+        if not writable:
+            mount(None, d, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, opts)
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+    return protect
+
+
+def private_dirs(binds, links, size_mb):
+    """One tmpfs of ``size_mb`` on /tmp, also bound on /var/tmp, /dev/shm and /run/lock: every
+    world-writable place is private and, together with the scratch directories in it, bounded.
+    Returns ({wiped dir: protect}, [the private dirs])."""
+    wipes, mounted = {}, []
+    for d in PRIVATE_DIRS:
+        if not os.path.isdir(d) or os.path.islink(d):
+            continue
+        if any(within(d, b) for b in binds):
+            continue  # the interpreter itself lives in it (as a whole): nothing to do safely
+        if d == "/tmp" or any(within(b, d) for b in binds) or "/tmp" not in wipes:
+            protect = overlay(d, size_mb, True, binds, links)
+            wipes[d] = protect
+        elif not mount("/tmp", d, None, MS_BIND, None):
+            continue
+        mounted.append(d)
+    return wipes, mounted
+
+
+def mask(hide, binds, links):
+    """Cover each directory of ``hide`` (the checkout, the home directory, the caller's working
+    directory...) with an empty read-only tmpfs, the interpreter's own files inside put back."""
+    hidden = []
+    for h in hide:
+        try:
+            real = resolve(os.path.abspath(h), [])
+        except OSError:
+            continue
+        if real == "/" or not os.path.isdir(real) or any(within(s, real) for s in SYSTEM_DIRS):
+            continue  # never the system itself (/, /usr...) or a parent of it
+        if any(within(real, s) for s in ("/proc", "/sys", "/dev", "/tmp")):
+            continue  # /tmp is private already
+        if any(within(real, b) for b in binds) or any(within(real, h2) for h2 in hidden):
+            continue  # part of the interpreter (an installed package), or hidden already
+        try:
+            overlay(real, 1, False, binds, links)
+        except OSError:
+            continue
+        hidden.append(real)
+    return hidden
+
+
+def remove_tree(path):
+    """``rm -rf path`` without recursion, long paths or more than two open fds: a snippet may
+    nest directories far deeper than Python's recursion limit or PATH_MAX. Never follows a
+    symlink; errors are ignored (what is left is left)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            os.unlink(path)
+            return
+        top = os.open(os.path.dirname(path) or "/", flags)
+    except OSError:
+        return
+    name = os.path.basename(path)
+    try:
+        cur = os.open(name, flags, dir_fd=top)
+    except OSError:
+        os.close(top)
+        return
+    names = []  # the components from path down to cur
+    try:
+        while True:
+            sub = None
+            try:
+                with os.scandir(cur) as entries:
+                    for e in entries:
+                        try:
+                            if e.is_dir(follow_symlinks=False):
+                                sub = e.name
+                                break
+                            os.unlink(e.name, dir_fd=cur)
+                        except OSError:
+                            pass
+            except OSError:
+                pass
+            if sub is not None:
+                try:
+                    nxt = os.open(sub, flags, dir_fd=cur)
+                except OSError:
+                    nxt = None
+                if nxt is not None:
+                    os.close(cur)
+                    cur = nxt
+                    names.append(sub)
+                    continue
+                try:
+                    os.rmdir(sub, dir_fd=cur)  # not openable: try once, then give up on it
+                except OSError:
+                    return
+                continue
+            if not names:
+                break
+            up = os.open("..", flags & ~os.O_NOFOLLOW, dir_fd=cur)
+            os.close(cur)
+            cur = up
+            try:
+                os.rmdir(names.pop(), dir_fd=cur)
+            except OSError:
+                return  # something in it could not be removed: stop rather than loop
+    finally:
+        os.close(cur)
+        try:
+            os.rmdir(name, dir_fd=top)
+        except OSError:
+            pass
+        os.close(top)
+
+
+def wipe(d, protect):
+    """Empty ``d`` but what ``protect`` names (recreated mount points, links, their parents)."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        p = os.path.join(d, n)
+        kind = protect.get(p)
+        if kind == "keep":
+            continue
+        try:
+            if kind == "dir":
+                wipe(p, protect)
+            elif os.path.isdir(p) and not os.path.islink(p):
+                remove_tree(p)
+            else:
+                os.unlink(p)
+        except OSError:
+            pass
+
+
 def setup():
     info = {"pid": os.getpid(), "root": os.geteuid() == 0, "uid": None, "netns": False,
             "ipcns": False, "mountns": False, "private_tmp": False, "private_proc": False,
-            "pidns": False, "subreaper": False}
+            "pidns": False, "subreaper": False, "fs_view": "host", "hidden": [], "private_dirs": [],
+            "scratch_limit_mb": None, "view_error": None}
     for name in SPEC["preload"]:
         try:
             __import__(name)
         except BaseException:
             pass
     info["subreaper"] = prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
+    # Not even a process of our own uid (without the uid switch) may read our memory, our fds
+    # (the protocol pipe) or ptrace us.
+    prctl(PR_SET_DUMPABLE, 0)
+    view = SPEC.get("view", "host")
+    if view == "bwrap":
+        info["fs_view"] = "minimal"  # bwrap built it: only the system, the interpreter, /tmp
+    wipes = {}
     if SPEC["namespaces"] and info["root"]:
         info["netns"] = unshare(CLONE_NEWNET)
         info["ipcns"] = unshare(CLONE_NEWIPC)
         if unshare(CLONE_NEWNS):
             if mount(None, "/", None, MS_REC | MS_PRIVATE, None):  # nothing propagates to the host
                 info["mountns"] = True
-                keep = [os.path.realpath(p) for p in sys.path + [sys.prefix, sys.executable] if p]
-                size = "size=%dm,mode=1777" % max(64, 4 * int(SPEC["max_file_mb"]))
-                mounted = []
-                for d in PRIVATE_DIRS:
-                    if not os.path.isdir(d) or os.path.islink(d):
-                        continue
-                    real = os.path.realpath(d)
-                    if any(k == real or k.startswith(real + "/") for k in keep):
-                        continue  # never hide our own interpreter or libraries
-                    if mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size):
-                        mounted.append(d)
-                info["private_tmp"] = "/tmp" in mounted
-                info["private_dirs"] = mounted
+                try:
+                    paths = interpreter_paths(SPEC.get("project_root"))
+                    binds = paths["binds"]
+                    wipes, info["private_dirs"] = private_dirs(binds, paths["links"], int(SPEC["scratch_mb"]))
+                    if view != "bwrap":
+                        info["hidden"] = mask(SPEC.get("hide", ()), binds, paths["links"])
+                        info["fs_view"] = "masked"
+                except OSError as e:
+                    info["view_error"] = "%s" % (e,)
+                info["private_tmp"] = "/tmp" in wipes
         try:
             pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -188,6 +472,12 @@ def setup():
                 _, st = os.waitpid(pid, 0)
                 return os.waitstatus_to_exitcode(st) == 0
             info["private_proc"] = probe(proc_probe)
+    elif view == "bwrap" and os.path.ismount("/tmp"):
+        wipes = {"/tmp": {}}  # bwrap's own bounded /tmp: private, never ours to mount over
+        info["private_tmp"] = True
+        info["private_dirs"] = ["/tmp"]
+    if info["private_tmp"]:
+        info["scratch_limit_mb"] = int(SPEC["scratch_mb"])
     if SPEC["switch_user"] and info["root"]:
         uid = pick_uid()
         if uid is not None and probe(lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid))):
@@ -196,12 +486,14 @@ def setup():
     info["nproc_limit"] = info["uid"] is not None or not info["root"]
     info["path_fds"] = expose_import_paths() if info["uid"] is not None else []
     if info["private_tmp"]:
-        base = "/tmp/evomath-sandbox"
+        base = "/tmp/" + SCRATCH_NAME
         os.makedirs(base, exist_ok=True)
+        wipes["/tmp"][base] = "dir"
     else:
         base = tempfile.mkdtemp(prefix="evomath-sandbox-")
     os.chmod(base, 0o711)
     info["scratch_base"] = base
+    info["wipes"] = wipes
     gc.collect()
     gc.freeze()  # forked children then do not dirty the pages of preloaded objects
     return info
@@ -378,7 +670,7 @@ def error_line(exc):
         msg = str(exc)
     except BaseException:
         msg = ""
-    line = ("%s: %s" % (name, msg) if msg else name).replace("\n", " ").strip()
+    line = ("%s: %s" % (name, msg) if msg else name).replace("\n", " ").replace("\r", " ").strip()
     return line[:300]
 
 
@@ -474,8 +766,6 @@ def snippet(source, code, scratch, out_fd, err_fd, meta_fd, parent):
                 except BaseException:
                     pass
                 status = 1
-            if status:
-                error = "exit code %d" % status
         except BaseException as e:
             status = 1
             error = "exception"
@@ -489,9 +779,13 @@ def snippet(source, code, scratch, out_fd, err_fd, meta_fd, parent):
                 stream.flush()
             except BaseException:
                 pass
-        if error is not None and os.getpid() == me:  # not from a forked copy of the snippet
+        if os.getpid() == me:  # not from a forked copy of the snippet
+            # Whatever the snippet itself wrote to fd 3 is replaced: the record says only what
+            # this exception was (the worker reads it for exit status 1 alone, see verdict()).
             try:
-                os.write(3, json.dumps({"error": clean(error)}).encode())
+                os.ftruncate(3, 0)
+                if error is not None and status == 1:
+                    os.pwrite(3, json.dumps({"error": clean(error)}).encode(), 0)
             except BaseException:
                 pass
     except BaseException:
@@ -511,6 +805,7 @@ def supervisor(source, code, scratch, out_fd, err_fd, meta_fd, status_fd, wpid):
         os.dup2(DEVNULL, 0)
         os.dup2(DEVNULL, 1)
         os.close(OUT.fileno())  # only the worker may write to the caller
+        prctl(PR_SET_DUMPABLE, 0)  # its status memfd stays out of reach of G's /proc/<S>/fd
         spid = os.getpid()
         gpid = os.fork()
         if gpid == 0:
@@ -592,24 +887,6 @@ def wait_exit(pid, timeout):
     return False
 
 
-def rm_contents(d, keep=()):
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return
-    for n in names:
-        if n in keep:
-            continue
-        p = os.path.join(d, n)
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-
-
 def cut(s, n):
     if len(s) <= n:
         return s
@@ -632,6 +909,57 @@ def compose(out, err_tail, ok):
     head = cut(out, max(0, MAX_CHARS - len(tail) - 1))
     sep = "" if head.endswith("\n") or not head else "\n"
     return (head + sep + tail)[:MAX_CHARS]
+
+
+#: What only the worker decides, from the kernel's facts (its own clock, the wait status): a
+#: record on the snippet's fd 3 can never produce one of these.
+RESERVED_ERRORS = ("timeout", "killed", "file size limit")
+RESERVED_PREFIXES = ("killed by signal", "exit code", "sandbox")
+
+
+def exception_line(meta):
+    """The runner's record of the snippet's exception, if it is one: a JSON object with one
+    short, single-line "error" string that does not impersonate a verdict of the worker."""
+    try:
+        rec = json.loads(meta.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    if not isinstance(rec, dict) or set(rec) != {"error"} or not isinstance(rec["error"], str):
+        return None
+    line = rec["error"].strip()
+    if not line or len(line) > 300 or "\n" in line or "\r" in line:
+        return None
+    low = line.lower()
+    if low in RESERVED_ERRORS or low.startswith(RESERVED_PREFIXES):
+        return None
+    return line
+
+
+def verdict(finished, st, meta):
+    """(ok, error) of one snippet. Time, signals and the exit code come from the worker's clock
+    and the kernel's wait status; the snippet's process can add only the line describing its own
+    exception, and only when it exited with status 1 (what the runner does after an exception).
+    Whatever a snippet writes on fd 3 thus says no more than raising an exception would, and a
+    "timeout", a signal or an exit code cannot be faked."""
+    if not finished:
+        return False, "timeout"
+    if st is None:
+        return False, "killed"
+    if os.WIFSIGNALED(st):
+        sig = os.WTERMSIG(st)
+        if sig == signal.SIGXCPU:
+            return False, "timeout"
+        if sig == signal.SIGXFSZ:
+            return False, "file size limit"
+        return False, "killed by signal %s" % SIGNAMES.get(sig, sig)
+    code = os.waitstatus_to_exitcode(st)
+    if code == 0:
+        return True, None
+    if code == 1:
+        line = exception_line(meta)
+        if line is not None:
+            return False, line
+    return False, "exit code %d" % code
 
 
 def precompile(source):
@@ -714,39 +1042,16 @@ def run_job(source):
     finally:
         for fd in fds:
             os.close(fd)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if INFO["private_tmp"]:
-        for d in INFO.get("private_dirs", ()):
-            rm_contents(d, keep=("evomath-sandbox",) if d == "/tmp" else ())
-    ok, error = False, None
-    if not finished:
-        error = "timeout"
-    elif st is None:
-        error = "killed"
-    elif os.WIFSIGNALED(st):
-        sig = os.WTERMSIG(st)
-        if sig == signal.SIGXCPU:
-            error = "timeout"
-        elif sig == signal.SIGXFSZ:
-            error = "file size limit"
-        else:
-            error = "killed by signal %s" % SIGNAMES.get(sig, sig)
-    else:
-        code_ = os.waitstatus_to_exitcode(st)
-        if code_ == 0:
-            ok = True
-        else:
-            error = "exit code %d" % code_
-            try:
-                error = json.JSONDecoder().raw_decode(meta.decode("utf-8", "replace"))[0]["error"] or error
-            except Exception:
-                pass
+    remove_tree(scratch)
+    for d, protect in INFO["wipes"].items():
+        wipe(d, protect)
+    ok, error = verdict(finished, st, meta)
     return {"ok": ok, "output": clean(compose(out, err_tail, ok)), "error": clean(error),
             "seconds": round(elapsed, 6)}
 
 
 def main():
-    send({k: v for k, v in INFO.items() if k not in ("pidns_fd", "path_fds")} | {"ready": True})
+    send({k: v for k, v in INFO.items() if k not in ("pidns_fd", "path_fds", "wipes")} | {"ready": True})
     stdin = sys.stdin.buffer
     while True:
         line = stdin.readline()
@@ -764,7 +1069,38 @@ def main():
         send(res)
 
 
-if __name__ == "__main__":
+def found(names):
+    """Which of these modules this interpreter can import (without importing them)."""
+    import importlib.util
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.util.find_spec(name) is not None
+        except BaseException:
+            out[name] = False
+    return out
+
+
+def describe(argv):
+    """``--paths PROJECT_ROOT NAME...``: what a view must hold for this interpreter, and which
+    modules it finds (the caller builds bwrap's arguments from it). ``--check NAME...``: the same
+    from inside a view, after importing the C-backed stdlib modules snippets use."""
+    if argv[0] == "--paths":
+        out = interpreter_paths(argv[1] or None)
+        out["found"] = found(argv[2:])
+    else:
+        import importlib
+
+        for name in ("_ctypes", "_decimal"):  # C modules that need shared libraries (libffi...)
+            importlib.import_module(name)
+        out = {"found": found(argv[1:]), "executable": sys.executable, "path": sys.path}
+    sys.stdout.write(json.dumps(out) + "\n")
+
+
+if __name__ == "__main__" and sys.argv[1:2] in (["--paths"], ["--check"]):
+    describe(sys.argv[1:])
+elif __name__ == "__main__":
     configure(json.loads(sys.argv[1]))
     start()
     try:
@@ -772,4 +1108,4 @@ if __name__ == "__main__":
     finally:
         sweep()
         if not INFO["private_tmp"]:
-            shutil.rmtree(INFO["scratch_base"], ignore_errors=True)
+            remove_tree(INFO["scratch_base"])
