@@ -158,8 +158,10 @@ class ExecResult:
 _WORKER_FILE = str(Path(__file__).resolve().with_name("sandbox_worker.py"))
 # Where the worker program lies inside bwrap's view (the checkout itself is not in it).
 _VIEW_WORKER = "/run/evomath-sandbox/sandbox_worker.py"
-# The checkout (or site-packages, for an installed evomath): hidden from snippets.
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+# The checkout this module runs from, hidden from snippets; "" when evomath is installed in
+# site-packages (which snippets need: it is no checkout).
+_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = str(_ROOT) if (_ROOT / "pyproject.toml").is_file() or (_ROOT / ".git").exists() else ""
 _MIB = 1 << 20
 
 _log = logging.getLogger(__name__)
@@ -629,7 +631,7 @@ class Sandbox:
             raise RuntimeError("evomath.sandbox needs Linux (process groups, rlimits, /proc)")
         self.config = config if config is not None else SandboxConfig()
         cfg = self.config
-        hidden = [_PROJECT_ROOT, os.path.expanduser("~")]
+        hidden = [h for h in (_PROJECT_ROOT, os.path.expanduser("~")) if h]
         try:
             hidden.append(os.getcwd())
         except OSError:
@@ -646,7 +648,7 @@ class Sandbox:
             "preload": list(preload),
             "namespaces": bool(namespaces),
             "switch_user": bool(switch_user),
-            "project_root": _PROJECT_ROOT,
+            "project_root": _PROJECT_ROOT or None,
             "hide": hidden,
         }
         if namespaces and bwrap:

@@ -194,6 +194,15 @@ def test_missing_names_what_is_not_granted():
     assert "bwrap 0.8" in sandbox._describe(dict(full, bwrap="0.8.0", scratch_limit_mb=64))
 
 
+def test_project_root_is_the_checkout_not_site_packages():
+    assert sandbox._PROJECT_ROOT == str(Path(__file__).resolve().parents[2])  # this checkout
+    # evomath installed in site-packages has no checkout to hide (_PROJECT_ROOT ""): then every
+    # site-packages directory stays in the view
+    sites = [os.path.realpath(p) for p in sys.path if p.endswith("site-packages") and os.path.isdir(p)]
+    binds = W.interpreter_paths(None)["binds"]
+    assert sites and all(any(W.within(site, b) for b in binds) for site in sites)
+
+
 def test_worker_module_describes_its_paths(tmp_path):
     """``--paths`` is what the caller runs before building bwrap's command line."""
     import subprocess
