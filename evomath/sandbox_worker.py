@@ -295,10 +295,14 @@ def private_dirs(binds, links, size_mb):
             continue
         if any(within(d, b) for b in binds):
             continue  # the interpreter itself lives in it (as a whole): nothing to do safely
-        if d == "/tmp" or any(within(b, d) for b in binds) or "/tmp" not in wipes:
-            protect = overlay(d, size_mb, True, binds, links)
-            wipes[d] = protect
-        elif not mount("/tmp", d, None, MS_BIND, None):
+        try:
+            if d == "/tmp" or any(within(b, d) for b in binds) or "/tmp" not in wipes:
+                wipes[d] = overlay(d, size_mb, True, binds, links)
+            elif not mount("/tmp", d, None, MS_BIND, None):
+                continue
+        except OSError:
+            if d == "/tmp":
+                raise  # the scratch space's home: without it nothing here is private
             continue
         mounted.append(d)
     return wipes, mounted
@@ -472,10 +476,6 @@ def setup():
                 _, st = os.waitpid(pid, 0)
                 return os.waitstatus_to_exitcode(st) == 0
             info["private_proc"] = probe(proc_probe)
-    elif view == "bwrap" and os.path.ismount("/tmp"):
-        wipes = {"/tmp": {}}  # bwrap's own bounded /tmp: private, never ours to mount over
-        info["private_tmp"] = True
-        info["private_dirs"] = ["/tmp"]
     if info["private_tmp"]:
         info["scratch_limit_mb"] = int(SPEC["scratch_mb"])
     if SPEC["switch_user"] and info["root"]:
