@@ -11,7 +11,7 @@ CONSTRAINTS := requirements/constraints-$(TARGET).txt
 # The machine's pip config names local mirrors that print one warning per package; hide those.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test test-fast browser bench up down clean
+.PHONY: setup demo test test-fast browser bwrap bench up down clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "== creating $(VENV) and installing evomath [$(TARGET)] (a few minutes the first time)"
@@ -27,13 +27,20 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -c "import vllm, transformers, trl, prefect, mlflow, math_verify" 2>/dev/null
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) bwrap
 
 demo: setup
 	$(VENV)/bin/evomath demo
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# The code sandbox shows snippets a minimal filesystem view through bubblewrap (Debian's package,
+# used when running as root); without it the sandbox uses its own namespaces and says so in its
+# start-up log (sandbox.strict: true refuses to run that way).
+bwrap:
+	@command -v bwrap >/dev/null || (apt-get update -qq && apt-get install -y -qq bubblewrap) >/dev/null 2>&1 || \
+		echo "bubblewrap could not be installed: the sandbox will fall back to its own namespaces"
 
 # The UI test screenshots the Prefect and MLflow pages in headless Chromium (Debian's package).
 browser:

@@ -46,6 +46,11 @@ class SandboxConfig(_Config):
     max_processes: int = 1
     max_file_mb: int = 16
     max_output_chars: int = 1024
+    # One private tmpfs per worker holds /tmp, /var/tmp, /dev/shm and the snippets' scratch dirs.
+    scratch_mb: int = Field(64, ge=1, le=1 << 20)
+    # Refuse to start (SandboxDegradedError) unless the full isolation is granted: bwrap's minimal
+    # filesystem view, a uid switch, PID/network/IPC namespaces, a private /proc and /tmp.
+    strict: bool = False
 
 
 class SearchConfig(_Config):

@@ -1,7 +1,9 @@
 """Answer extraction, grading and vote keys.
 
 Grading is two-tiered: cheap string and number checks decide most answers in-process; the rest go
-to math-verify. math-verify times out with ``signal.alarm``, which only works on a main thread and
+to math-verify. An answer that states an equation is judged by what it asserts first: one whose
+sides disagree (``\boxed{7 = 42}``, ``1+1 = 42``) is wrong whatever the gold (the rule is written
+out above :func:`_chains`). math-verify times out with ``signal.alarm``, which only works on a main thread and
 cannot interrupt C code, so the :class:`Grader` runs it in worker processes that it kills and
 replaces when an answer overruns its time. A timeout or a crash counts as wrong and never raises.
 """
@@ -128,14 +130,272 @@ def _braces_ok(text: str) -> bool:
     return depth == 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Equations in an answer
+#
+# A prediction that states an equation is judged by what it asserts. The rule:
+#
+# * The answer's expression is the content of its last ``\boxed{}`` (else the whole text). Its
+#   equation chains ``a = b = ... = z`` are read at the top level (``=`` inside (), [], {} or a
+#   set's braces is not split; ``==`` and ``:=`` count as ``=``); a side is the math next to the
+#   ``=``, cut at prose words, at a top-level ``,`` ``;`` ``:``, at a sentence's end, and at any
+#   other relation sign (``<``, ``\le``, ``\ne``, ``\approx``...), which ends the chain.
+# * A side is *closed* when it holds no variable (numbers, + - * / ^, ``\frac``, ``\sqrt``,
+#   ``\pi``...), a *name* when it is a bare variable or a function of arguments (``x``, ``a_1``,
+#   ``\theta``, ``f(3)``), else *open* (``2x``, ``x+y``).
+# * **Any chain whose closed sides are not all equal makes the answer wrong**, whatever the gold:
+#   ``7 = 42``, ``1+1 = 42``, ``x = 3 = 42``, ``41 = x = 42``, prose "so 7 = 42". Open and name
+#   sides are not evaluated (their variables are unknown).
+# * When the expression is one chain and nothing else, made of closed sides and names only, and
+#   the gold is not itself a relation, the answer's value is its closed side: ``x = 42``,
+#   ``42 = x``, ``a = b = 42``, ``f(3) = 6 \cdot 7`` grade as 42. Otherwise the text goes to
+#   math-verify as it is (``y = 2x + 1`` against ``2x+1``, a gold ``x = 5``, ``x > 3`` against an
+#   interval); math-verify never equates an inequality with a number.
+
+_RELATION_CMDS = ("le", "leq", "ge", "geq", "lt", "gt", "ne", "neq", "approx", "equiv", "sim", "simeq", "cong",
+                  "leqslant", "geqslant", "ll", "gg", "to", "rightarrow", "Rightarrow", "implies", "iff", "in",
+                  "notin", "subset", "subseteq", "supset", "propto", "mid", "quad", "qquad")
+_CMD = re.compile(r"\\([A-Za-z]+)")
+_WORD_AT = re.compile(r"[A-Za-z]{2,}")
+_CLOSED_CMDS = {"frac", "dfrac", "tfrac", "sqrt", "pi", "cdot", "times", "div", "circ"}
+_NAME = re.compile(r"(?:\\[A-Za-z]+|[A-Za-z])(?:'+|_\{?[A-Za-z0-9]+\}?)*(?:\([^=]*\))?")
+_MAX_SIDES = 8  # closed sides math-verify is asked to compare, at most
+
+
+def _answer_expression(text: str) -> str:
+    boxed = last_boxed(text)
+    return boxed if boxed is not None else text
+
+
+def _chains(expr: str) -> tuple[list[list[str]], bool]:
+    """The equation chains of ``expr`` (each a list of raw sides) and whether ``expr`` is a single
+    chain and nothing else (no prose, separators or other relations around it)."""
+    s = _TEXT_CMD.sub(r" \1 ", expr)
+    for tok in ("\\(", "\\)", "\\[", "\\]", "$", "\\left", "\\right", "\\displaystyle", "\\!", "\\,", "\\;", "\\:"):
+        s = s.replace(tok, " ")
+    s = s.replace("\\{", "\x01").replace("\\}", "\x02").replace(":=", "=").replace("==", "=")
+    chains: list[list[str]] = []
+    cur: list[str] = []  # the sides of the chain being read
+    side: list[str] = []
+    breaks = 0  # prose, separators, other relations seen at the top level
+    depth, i, n = 0, 0, len(s)
+
+    def end_chain():
+        nonlocal cur, side
+        cur.append("".join(side).strip())
+        if len(cur) >= 2:
+            chains.append(cur)
+        cur, side = [], []
+
+    while i < n:
+        ch = s[i]
+        if ch in "([{\x01":
+            depth += 1
+        elif ch in ")]}\x02":
+            depth = max(0, depth - 1)
+        elif depth == 0:
+            if ch == "=":
+                cur.append("".join(side).strip())
+                side = []
+                i += 1
+                continue
+            if ch == "\\":
+                m = _CMD.match(s, i)
+                if m and m.group(1) in _RELATION_CMDS:
+                    end_chain()
+                    breaks += 1
+                    i = m.end()
+                    continue
+                if m:  # another command (\frac, \sqrt, \pi...): part of the side
+                    side.append(m.group(0))
+                    i = m.end()
+                    continue
+            if ch in ",;<>!≤≥≠≈" or (ch == ":" and i + 1 < n and s[i + 1] == " ") or (
+                    ch == "." and not (i + 1 < n and s[i + 1].isdigit())):
+                if ch == "!" and not (i + 1 < n and s[i + 1] == "="):
+                    side.append(ch)  # a factorial
+                    i += 1
+                    continue
+                end_chain()
+                breaks += 1
+                i += 2 if ch == "!" else 1
+                continue
+            if ch.isalpha() and ch.isascii():
+                m = _WORD_AT.match(s, i)
+                if m:  # a prose word ends the side (a LaTeX command was consumed above)
+                    end_chain()
+                    breaks += 1
+                    i = m.end()
+                    continue
+        side.append(ch)
+        i += 1
+    had_sides = bool(cur)
+    end_chain()
+    single = len(chains) == 1 and breaks == 0 and had_sides
+    return chains, single
+
+
+def _side_kind(side: str) -> str:
+    """"closed", "name" or "open" (see the rule above); an empty side is "open"."""
+    s = re.sub(r"\s+", "", side).replace("\x01", "\\{").replace("\x02", "\\}")
+    if not s:
+        return "open"
+    rest = _CMD.sub(lambda m: "" if m.group(1) in _CLOSED_CMDS else m.group(0), s)
+    if not re.search(r"[A-Za-z\\]", rest) and re.search(r"\d|\\pi", s):
+        return "closed"
+    if _NAME.fullmatch(s):
+        return "name"
+    return "open"
+
+
+class _Arith:
+    """Exact value of a closed side made of numbers, + - * / ^ (small integer powers), parentheses,
+    braces, \\cdot, \\times, \\div and \\frac; None for anything else (\\sqrt, \\pi: math-verify's)."""
+
+    def __init__(self, s: str):
+        self.s, self.i, self.decimal, self.depth = s, 0, False, 0
+
+    @classmethod
+    def value(cls, side: str) -> tuple[Fraction, bool] | None:
+        s = re.sub(r"\s+", "", side).replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+        if not s or len(s) > 200:
+            return None
+        p = cls(s)
+        try:
+            v = p.expr()
+        except (ValueError, ZeroDivisionError, OverflowError, IndexError, RecursionError):
+            return None
+        return (v, p.decimal) if v is not None and p.i == len(s) else None
+
+    def peek(self, tok: str) -> bool:
+        if self.s.startswith(tok, self.i):
+            self.i += len(tok)
+            return True
+        return False
+
+    def expr(self) -> Fraction:
+        v = self.term()
+        while True:
+            if self.peek("+"):
+                v += self.term()
+            elif self.peek("-"):
+                v -= self.term()
+            else:
+                return v
+
+    def term(self) -> Fraction:
+        v = self.factor()
+        while True:
+            if self.peek("*") or self.peek("\\cdot") or self.peek("\\times"):
+                v *= self.factor()
+            elif self.peek("/") or self.peek("\\div"):
+                v /= self.factor()
+            else:
+                return v
+
+    def factor(self) -> Fraction:
+        if self.peek("-"):
+            return -self.factor()
+        if self.peek("+"):
+            return self.factor()
+        base = self.atom()
+        if self.peek("^"):
+            exp = self.atom()
+            if exp.denominator != 1 or abs(exp) > 64 or abs(base.numerator) > 10**9 or abs(base.denominator) > 10**9:
+                raise ValueError("power too big to be worth it")
+            return base ** int(exp)
+        return base
+
+    def atom(self) -> Fraction:
+        self.depth += 1
+        if self.depth > 40:
+            raise ValueError("too deep")
+        try:
+            for open_, close in (("(", ")"), ("{", "}"), ("[", "]")):
+                if self.peek(open_):
+                    v = self.expr()
+                    if not self.peek(close):
+                        raise ValueError("unbalanced")
+                    return v
+            if self.peek("\\frac"):
+                if self.i < len(self.s) and self.s[self.i].isdigit():  # \frac12
+                    num = Fraction(int(self.s[self.i]))
+                    self.i += 1
+                    if self.i >= len(self.s) or not self.s[self.i].isdigit():
+                        raise ValueError("bad \\frac")
+                    den = Fraction(int(self.s[self.i]))
+                    self.i += 1
+                    return num / den
+                return self.atom() / self.atom()
+            m = re.compile(r"\d+\.?\d*|\.\d+").match(self.s, self.i)
+            if not m:
+                raise ValueError("not a number")
+            self.i = m.end()
+            if "." in m.group(0):
+                self.decimal = True
+            return Fraction(m.group(0))
+        finally:
+            self.depth -= 1
+
+
+def _is_relation(text: str) -> bool:
+    """Whether an answer (a gold one) states a relation rather than a value."""
+    expr = _answer_expression(text)
+    return bool(_chains(expr)[0]) or bool(re.search(r"[<>≤≥≠]|\\(?:le|leq|ge|geq|lt|gt|ne|neq)(?![A-Za-z])", expr))
+
+
+def _relation_check(pred: str, gold: str) -> tuple[bool | None, str, list[tuple[str, str]]]:
+    """Apply the equation rule to a prediction: (False when it is wrong for what it asserts, else
+    None; the prediction to grade: its closed side's value when the rule says so; pairs of
+    closed sides that math-verify still has to find equal). Never raises."""
+    try:
+        return _relation_check_unsafe(pred, gold)
+    except Exception:  # a reader bug must not turn into a crash of grading: no rule then
+        return None, pred, []
+
+
+def _relation_check_unsafe(pred: str, gold: str) -> tuple[bool | None, str, list[tuple[str, str]]]:
+    chains, single = _chains(_answer_expression(pred))
+    if not chains:
+        return None, pred, []
+    pending: list[tuple[str, str]] = []
+    for chain in chains:
+        closed = [side for side in chain if _side_kind(side) == "closed"]
+        values = [_Arith.value(side) for side in closed]
+        for side, value in zip(closed[1:], values[1:]):
+            if value is not None and values[0] is not None:
+                if not _numbers_equal(values[0], value):
+                    return False, pred, []
+            else:
+                pending.append((closed[0], side))
+    if len(pending) > _MAX_SIDES:
+        return False, pred, []  # a chain of many unevaluated sides is no answer
+    if single and not _is_relation(gold):
+        chain = chains[0]
+        kinds = [_side_kind(side) for side in chain]
+        if "closed" in kinds and all(k in ("closed", "name") for k in kinds):
+            value = chain[kinds.index("closed")]
+            number = _Arith.value(value)
+            if number is not None and not number[1] and number[0].denominator == 1:
+                value = str(number[0])  # 6 \cdot 7 -> 42, for the fast path
+            return None, value, pending
+    return None, pred, pending
+
+
 def _fast_equal(pred: str | None, gold: str) -> bool | None:
     """Decide without sympy when the strings allow it; None defers to math-verify. An empty,
-    overlong or badly braced prediction is malformed, hence wrong."""
+    overlong or badly braced prediction is malformed, hence wrong; so is an equation whose sides
+    disagree (see the rule above)."""
     if pred is None or not str(pred).strip() or not str(gold).strip():
         return False
     pred = str(pred)
     if len(pred) > MAX_ANSWER_CHARS or not _braces_ok(pred):
         return False
+    verdict, pred, pending = _relation_check(pred, str(gold))
+    if verdict is False:
+        return False
+    if pending:
+        return None  # closed sides only sympy can compare: math-verify's
     p, g = normalize_answer(pred), normalize_answer(str(gold))
     if not p or not g:
         return False
@@ -177,10 +437,18 @@ def _parse(answer: str, is_gold: bool, timeout: int | None):
 
 
 def _mv_equal(pred: str, gold: str, timeout: int | None) -> bool:
-    """math-verify's verdict; any failure is False."""
+    """math-verify's verdict, after the equation rule (its closed sides compared by math-verify
+    too); any failure is False."""
     from math_verify import verify
 
     try:
+        verdict, pred, pending = _relation_check(pred, gold)
+        if verdict is False:
+            return False
+        for a, b in pending:
+            pa, pb = _parse(a, True, timeout), _parse(b, False, timeout)
+            if not (pa and pb and verify(pa, pb, timeout_seconds=timeout)):
+                return False
         g = _parse(gold, True, timeout)
         p = _parse(pred, False, timeout)
         return bool(g and p and verify(g, p, timeout_seconds=timeout))
@@ -189,8 +457,9 @@ def _mv_equal(pred: str, gold: str, timeout: int | None) -> bool:
 
 
 def answers_equal(pred: str | None, gold: str) -> bool:
-    """In-process check (fast paths, then math-verify). Off the main thread it runs without a time
-    limit, since signal.alarm is unavailable there: use a :class:`Grader` for untrusted text."""
+    """In-process check (the equation rule, fast paths, then math-verify). Off the main thread it
+    runs without a time limit, since signal.alarm is unavailable there: use a :class:`Grader` for
+    untrusted text."""
     fast = _fast_equal(pred, gold)
     if fast is not None:
         return fast

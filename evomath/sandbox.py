@@ -7,20 +7,35 @@ hostile or broken code must never harm the run.
 Process layout::
 
     evomath process      Sandbox: a job queue, one dispatcher thread per slot (config.workers)
-      └─ worker W        per slot: `python -I` started once with a minimal environment, stdlib
-         │               basics preloaded; a second one with sympy preloaded, started on first use
-         └─ snippet G    forked per snippet: setsid, rlimits, own uid, fresh scratch cwd, then
+      └─ bwrap           where installed (root): the worker's minimal filesystem view
+         └─ worker W     per slot: `python -I sandbox_worker.py` started once with a minimal
+            │            environment, stdlib basics preloaded; a second one with sympy
+            │            preloaded, started on first use
+            └─ snippet G forked per snippet: setsid, rlimits, own uid, fresh scratch cwd, then
                          exec(compile(code, "<solution>", "exec"), {"__name__": "__main__"})
 
-W is started with ``subprocess`` (not ``multiprocessing``), so it inherits neither the memory of
-the caller (a vLLM engine, a model) nor its environment (API keys). W compiles the snippet before
-forking (faster: the parser's page faults stay in W); a snippet that fails to compile, or looks
-pathological, is compiled in G instead, so all errors are reported the same way. W waits for G
-with a wall-clock deadline, then SIGKILLs G's process group and sweeps its remaining descendants.
+W (:mod:`evomath.sandbox_worker`, stdlib only) is started with ``subprocess`` (not
+``multiprocessing``), so it inherits neither the memory of the caller (a vLLM engine, a model)
+nor its environment (API keys). W compiles the snippet before forking (faster: the parser's page
+faults stay in W); a snippet that fails to compile, or looks pathological, is compiled in G
+instead, so all errors are reported the same way. W waits for G with a wall-clock deadline, then
+SIGKILLs G's process group and sweeps its remaining descendants. bwrap wraps W once, at start-up:
+snippets still fork from W, so bwrap adds nothing per snippet.
 
 What is *contained* (enforced by the kernel, where the OS lets us; ``Sandbox.isolation`` says
-which of these this machine granted):
+which of these this machine granted, the start-up log says it once, and ``SandboxConfig.strict``
+refuses to run without all of them):
 
+* **Files a snippet can see**: with bubblewrap (``bwrap``, Debian's ``bubblewrap``) W runs in a
+  minimal view: ``/usr`` and the ``/bin``, ``/lib``... links read-only, ``/etc`` a root-only
+  tmpfs of links into the host's, bound read-only, a fresh ``/dev`` and ``/proc``, the private ``/tmp``, and of the
+  rest only what the interpreter needs (its executable, stdlib, site-packages: numpy, sympy...)
+  read-only at the paths Python uses, wherever it is installed (under ``/root``, ``/tmp``, in a
+  symlinked venv). The checkout, the home directory, the run directory (``trees.jsonl`` holds the
+  gold answers), MLflow's database and artifacts are simply not there. Without bwrap, W covers
+  the checkout, the home directory, the caller's working directory and ``hide=`` with empty
+  read-only tmpfs mounts (the interpreter's own files inside are put back): the "masked" view,
+  where everything else world-readable stays readable. Without namespaces: the host's view.
 * **Time**: the wall-clock deadline ``timeout_s`` (error ``"timeout"``), plus RLIMIT_CPU.
 * **Memory**: RLIMIT_AS = ``memory_mb`` (MemoryError is reported as ``"memory"``).
 * **Files**: RLIMIT_FSIZE = ``max_file_mb`` for every file, stdout and stderr included; at most
@@ -37,11 +52,19 @@ which of these this machine granted):
   namespaces, W is a child subreaper: orphans are re-parented to it and it kills them all after
   each snippet.
 * **Network**: W lives in a new network namespace with no interface up: no traffic at all, not
-  even to 127.0.0.1. System V IPC objects live in a per-snippet IPC namespace.
-* **Temporary files**: W has a private mount namespace with fresh tmpfs mounts over the
-  world-writable directories (``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``), wiped after every
-  snippet, so nothing a snippet writes there reaches the host; the per-snippet scratch directory
-  (cwd, HOME, TMPDIR) is created in it and removed afterwards.
+  even to 127.0.0.1 or an abstract unix socket. System V IPC objects live in a per-snippet IPC
+  namespace.
+* **Temporary files and scratch space**: W mounts one tmpfs of ``scratch_mb`` on ``/tmp`` and binds
+  it on ``/var/tmp``, ``/dev/shm`` and ``/run/lock``: every world-writable place is private and all
+  of it together is bounded (ENOSPC beyond ``scratch_mb``, and at most 256 inodes per MiB). It is
+  wiped after every snippet, so nothing a snippet writes there reaches the host or the next
+  snippet; the per-snippet scratch directory (cwd, HOME, TMPDIR) is created in it. An interpreter
+  that lives under ``/tmp`` is bound back into it read-only, so it never prevents the mount.
+* **The status channel**: the verdict (``"timeout"``, ``"killed by signal ..."``, ``"file size
+  limit"``, ``"exit code N"``) comes from W's own clock and the kernel's wait status. The one thing
+  G's process reports itself is the line describing its exception (fd 3, read only after exit
+  status 1, and never a verdict's words), so writing to fd 3 or any other fd says no more than
+  raising an exception would.
 * **Environment**: W starts with a minimal environment and the snippet sees PATH/HOME/LANG (+
   single-thread BLAS settings) only; ``/proc/self/environ`` holds nothing secret either.
 * **Output**: stdout/stderr are in-memory files (RLIMIT_FSIZE caps them); the result carries at
@@ -57,34 +80,40 @@ functions that create, delete, rename or chmod files refuse paths outside the sc
 (PermissionError); and, only where RLIMIT_NPROC cannot work (root without the uid switch),
 ``os.fork``/``subprocess`` are refused and ``os.kill`` of other processes too.
 
-Degraded modes, chosen automatically: without CAP_SYS_ADMIN (a default Docker container) there
-are no namespaces, so no network isolation, writes to the host's ``/tmp`` and ``/dev/shm`` are
-only guarded, and cleanup relies on process groups and the subreaper sweep. Without root there is
-no uid switch: snippets run as the caller's user (they could read that user's files and, with some
-effort, kill the worker, which is then restarted); a supervisor process between W and G still
-takes ``os.kill(os.getppid(), 9)``. Root without CAP_SETUID is the weakest mode: fork bombs and
-``kill(-1)`` through ctypes are then not contained. Linux only.
+Degraded modes, chosen automatically and reported (``isolation["missing"]``): without bwrap, the
+masked view above. Without CAP_SYS_ADMIN (a default Docker container) there are no namespaces, so
+no network isolation, no private /proc, writes to the host's ``/tmp`` and ``/dev/shm`` are only
+guarded, scratch space is the host's disk (bounded per file only), world-readable files are
+readable, and cleanup relies on process groups and the subreaper sweep. Without root there is no
+uid switch (and bwrap is not used): snippets run as the caller's user (they could read that user's
+files and, with some effort, kill the worker, which is then restarted); a supervisor process
+between W and G still takes ``os.kill(os.getppid(), 9)``. Root without CAP_SETUID is the weakest
+mode: fork bombs and ``kill(-1)`` through ctypes are then not contained. Linux only.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import os
 import queue
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from evomath.config import SandboxConfig
+from evomath.sandbox_worker import remove_tree
 
-__all__ = ["ExecResult", "Sandbox", "DEFAULT_PRELOAD", "DEFAULT_HEAVY_PRELOAD"]
+__all__ = ["ExecResult", "Sandbox", "SandboxDegradedError", "DEFAULT_PRELOAD", "DEFAULT_HEAVY_PRELOAD"]
 
 #: Modules every worker imports once, so snippets importing them pay nothing.
 DEFAULT_PRELOAD: tuple[str, ...] = (
@@ -123,739 +152,198 @@ class ExecResult:
     error: str | None  # short reason: "timeout", "memory", "exit code 1", the exception's last line
 
 
+# The worker program W is evomath/sandbox_worker.py (stdlib only), run as
+# ``python -I sandbox_worker.py SPEC_JSON``: isolated mode, so neither the caller's environment
+# nor its sys.path (PYTHONPATH, the script's directory) reaches it.
+_WORKER_FILE = str(Path(__file__).resolve().with_name("sandbox_worker.py"))
+# Where the worker program lies inside bwrap's view (the checkout itself is not in it).
+_VIEW_WORKER = "/run/evomath-sandbox/sandbox_worker.py"
+# Where the host's /etc is bound, read-only, inside the view (/etc's entries link into it).
+_HOST_ETC = "/run/host/etc"
+# The checkout this module runs from, hidden from snippets; "" when evomath is installed in
+# site-packages (which snippets need: it is no checkout).
+_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = str(_ROOT) if (_ROOT / "pyproject.toml").is_file() or (_ROOT / ".git").exists() else ""
+_MIB = 1 << 20
+
+_log = logging.getLogger(__name__)
+
+
+class SandboxDegradedError(RuntimeError):
+    """``SandboxConfig.strict`` is set and this machine does not grant the full isolation."""
+
+
 # --------------------------------------------------------------------------------------------
-# The worker program. It runs as ``python -I -c _WORKER_SOURCE SPEC_JSON``; stdlib only.
-# Protocol: one JSON line per message. Worker -> caller first sends {"ready": true, ...}; then,
-# per job line {"id", "code"} from the caller, one line {"id", "ok", "output", "error"}.
+# The filesystem view: bubblewrap around each long-lived worker.
 # --------------------------------------------------------------------------------------------
-_WORKER_SOURCE = r'''
-import ctypes, errno, fcntl, gc, io, json, linecache, os, resource, select, shutil, signal, struct, sys
-import tempfile, time, traceback, types
+@dataclass(frozen=True)
+class _View:
+    """How workers are started: ``argv`` is bwrap and its options up to ``--`` (None: no bwrap,
+    and ``why_not`` says why)."""
 
-SPEC = json.loads(sys.argv[1])
-LIBC = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWPID = 0x20000, 0x8000000, 0x40000000, 0x20000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 4, 36, 38
-MIB = 1 << 20
-NOFILE = 64
-TIMEOUT = float(SPEC["timeout_s"])
-MAX_CHARS = int(SPEC["max_output_chars"])
-PRIVATE_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-SNIPPET_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-               "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "MPLBACKEND": "Agg"}
-SIGNAMES = {getattr(signal, n): n for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")}
-WORKER_FILE = "<string>"  # the co_filename of this program's frames (hidden from tracebacks)
+    argv: tuple[str, ...] | None
+    version: str | None = None
+    why_not: str | None = None
 
 
-def prctl(option, arg):
-    return LIBC.prctl(option, ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+_views: dict[tuple, _View] = {}
+_views_lock = threading.Lock()
+_SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
-def unshare(flags):
-    return LIBC.unshare(flags) == 0
+def _within(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def mount(source, target, fstype, flags, data):
-    enc = lambda s: None if s is None else s.encode()
-    return LIBC.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
+def _last_line(data: bytes | str | None) -> str:
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else (data or "")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""
 
 
-def probe(fn):
-    """Run fn() in a throwaway child; True when it returned something true without raising."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            ok = bool(fn())
-        except BaseException:
-            ok = False
-        os._exit(0 if ok else 1)
-    _, st = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(st) == 0
+def _bwrap_args(bwrap: str, paths: dict[str, Any], hide: Sequence[str], scratch_mb: int) -> list[str]:
+    """bwrap's options for a minimal view: the system read-only (/usr, /etc, the /bin... links),
+    a fresh /proc and /dev, a bounded /tmp, and of everything else only what the interpreter
+    needs (``paths``, from the worker's ``--paths``), read-only, at the paths Python uses."""
+    args = [bwrap]
+    system = []
+    if os.path.isdir("/usr"):
+        args += ["--ro-bind", "/usr", "/usr"]
+        system.append("/usr")
+    etc_made = []
+    if os.path.isdir("/etc"):
+        # /etc: a small tmpfs only root may write to, holding one symlink per host entry into a
+        # read-only bind of the host's /etc. A snippet creating a file there is refused as on the
+        # host (EACCES), one writing to an existing file too (EROFS); even a root snippet (weakest
+        # mode) writes to a private copy. Symlinks, not one bind per entry: every snippet copies
+        # the mount table into a namespace of its own, and 150 mounts cost 0.2 ms a snippet.
+        args += ["--perms", "0755", "--dir", "/run", "--perms", "0755", "--dir", "/run/host",
+                 "--ro-bind", "/etc", _HOST_ETC, "--size", str(_MIB), "--tmpfs", "/etc"]
+        for name in sorted(os.listdir("/etc")):
+            p = "/etc/" + name
+            args += ["--symlink", os.readlink(p) if os.path.islink(p) else f"{_HOST_ETC}/{name}", p]
+        system.append("/etc")
+        etc_made = ["/run", "/run/host", _HOST_ETC]
+    for d in _SYSTEM_LINKS:
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+            system.append(d)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(scratch_mb * _MIB), "--tmpfs", "/tmp",
+             "--dir", "/var/tmp"]
+    # A checkout, home or working directory inside /usr or /etc would be in the view: cover it.
+    masks = []
+    for h in hide:
+        real = os.path.realpath(h)
+        if any(_within(real, s) and real != s for s in system) and os.path.isdir(real):
+            masks.append(real)
+            args += ["--tmpfs", real, "--remount-ro", real]
 
+    def covered(p: str) -> bool:
+        return any(_within(p, s) for s in system) and not any(_within(p, m) for m in masks)
 
-def pick_uid():
-    """A uid no account uses: 2e9 + worker pid (unique among live workers), if the uid map has it."""
-    try:
-        ranges = [tuple(int(x) for x in line.split()) for line in open("/proc/self/uid_map")]
-    except OSError:
-        ranges = [(0, 0, 1 << 32)]
-    for cand in (2_000_000_000 + os.getpid(), 65534):
-        if any(inside <= cand < inside + count for inside, _, count in ranges):
-            return cand
-    return None
+    made = {"/", "/tmp", "/proc", "/dev", "/var", "/var/tmp", *etc_made, *system, *masks}
 
+    def parents(p: str) -> list[str]:
+        out, cur = [], "/"
+        for comp in [c for c in p.split("/") if c][:-1]:
+            cur = os.path.join(cur, comp)
+            if cur not in made and not covered(cur):
+                made.add(cur)
+                out += ["--perms", "0755", "--dir", cur]  # bwrap's own parents would be 0700
+        return out
 
-def reachable_by_others(path):
-    """Whether a user that is neither owner nor group member can list path (o+x on every parent)."""
-    cur = "/"
-    for comp in [c for c in path.split("/") if c]:
-        if not os.stat(cur).st_mode & 0o001:
-            return False
-        cur = os.path.join(cur, comp)
-    return os.stat(cur).st_mode & 0o005 == 0o005
-
-
-def expose_import_paths():
-    """Make import directories usable after the uid switch even under e.g. /root (mode 0700).
-
-    A directory fd opened now (as root) stays valid after setuid, and a path through the
-    /proc/self/fd/N magic link skips the permission checks of its parents; so import paths that
-    others cannot reach are rewritten to such links (in sys.path and in loaded packages' __path__).
-    """
-    fds, mapping = [], {}
-    for entry in list(sys.path):
-        if not entry or not os.path.isdir(entry):
+    binds = [b for b in paths["binds"] if not covered(b)]
+    for b in sorted(binds):
+        args += parents(b) + ["--ro-bind", b, b]
+    for link, target in paths["links"]:
+        if covered(link) or any(_within(link, b) for b in binds) or link in made:
             continue
-        real = os.path.realpath(entry)
-        try:
-            if reachable_by_others(real) or not os.stat(real).st_mode & 0o005 == 0o005:
-                continue
-            fd = os.open(real, os.O_RDONLY | os.O_DIRECTORY)
-            high = fcntl.fcntl(fd, fcntl.F_DUPFD, 200)  # clear of the fds a snippet gets (0-3)
-            os.close(fd)
-            fd = high
-        except OSError:
-            continue
-        fds.append(fd)
-        mapping[entry] = mapping[real] = "/proc/self/fd/%d" % fd
-
-    def remap(p):
-        if not isinstance(p, str):
-            return p
-        for old, new in mapping.items():
-            if p == old or p.startswith(old + "/"):
-                return new + p[len(old):]
-        return p
-
-    if mapping:
-        sys.path[:] = [remap(p) for p in sys.path]
-        for mod in list(sys.modules.values()):
-            path = getattr(mod, "__path__", None)
-            if isinstance(path, list):
-                path[:] = [remap(p) for p in path]
-        sys.path_importer_cache.clear()
-    return fds
+        args += parents(link) + ["--symlink", target, link]
+        made.add(link)
+    args += parents(_VIEW_WORKER) + ["--ro-bind", _WORKER_FILE, _VIEW_WORKER]
+    return args + ["--remount-ro", "/", "--chdir", "/"]
 
 
-def setup():
-    info = {"pid": os.getpid(), "root": os.geteuid() == 0, "uid": None, "netns": False,
-            "ipcns": False, "mountns": False, "private_tmp": False, "private_proc": False,
-            "pidns": False, "subreaper": False}
-    for name in SPEC["preload"]:
-        try:
-            __import__(name)
-        except BaseException:
-            pass
-    info["subreaper"] = prctl(PR_SET_CHILD_SUBREAPER, 1) == 0
-    if SPEC["namespaces"] and info["root"]:
-        info["netns"] = unshare(CLONE_NEWNET)
-        info["ipcns"] = unshare(CLONE_NEWIPC)
-        if unshare(CLONE_NEWNS):
-            if mount(None, "/", None, MS_REC | MS_PRIVATE, None):  # nothing propagates to the host
-                info["mountns"] = True
-                keep = [os.path.realpath(p) for p in sys.path + [sys.prefix, sys.executable] if p]
-                size = "size=%dm,mode=1777" % max(64, 4 * int(SPEC["max_file_mb"]))
-                mounted = []
-                for d in PRIVATE_DIRS:
-                    if not os.path.isdir(d) or os.path.islink(d):
-                        continue
-                    real = os.path.realpath(d)
-                    if any(k == real or k.startswith(real + "/") for k in keep):
-                        continue  # never hide our own interpreter or libraries
-                    if mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size):
-                        mounted.append(d)
-                info["private_tmp"] = "/tmp" in mounted
-                info["private_dirs"] = mounted
-        try:
-            pidns_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            pidns_fd = None
-        if pidns_fd is not None and unshare(CLONE_NEWPID):
-            # Each snippet gets a fresh PID namespace: unshare before its fork, setns back after.
-            if LIBC.setns(pidns_fd, CLONE_NEWPID) == 0:
-                info["pidns"] = True
-                info["pidns_fd"] = pidns_fd
-            else:
-                raise SystemExit("cannot return to our own PID namespace")
-        if info["pidns"] and info["mountns"]:
-            def proc_probe():
-                if not unshare(CLONE_NEWPID):
-                    return False
-                pid = os.fork()
-                if pid == 0:
-                    ok = unshare(CLONE_NEWNS) and mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-                    os._exit(0 if ok and os.listdir("/proc/self") else 1)
-                _, st = os.waitpid(pid, 0)
-                return os.waitstatus_to_exitcode(st) == 0
-            info["private_proc"] = probe(proc_probe)
-    if SPEC["switch_user"] and info["root"]:
-        uid = pick_uid()
-        if uid is not None and probe(lambda: (os.setgroups([]), os.setgid(uid), os.setuid(uid))):
-            info["uid"] = uid
-    # RLIMIT_NPROC is not enforced for root: only a uid switch (or not being root) makes it work.
-    info["nproc_limit"] = info["uid"] is not None or not info["root"]
-    info["path_fds"] = expose_import_paths() if info["uid"] is not None else []
-    if info["private_tmp"]:
-        base = "/tmp/evomath-sandbox"
-        os.makedirs(base, exist_ok=True)
-    else:
-        base = tempfile.mkdtemp(prefix="evomath-sandbox-")
-    os.chmod(base, 0o711)
-    info["scratch_base"] = base
-    gc.collect()
-    gc.freeze()  # forked children then do not dirty the pages of preloaded objects
-    return info
+def _find_bwrap() -> str | None:
+    for d in ("/usr/bin", "/bin", "/usr/local/bin"):
+        if os.access(os.path.join(d, "bwrap"), os.X_OK):
+            return os.path.join(d, "bwrap")
+    return shutil.which("bwrap")
 
 
-os.environ.clear()  # started with a minimal environment already; make it exactly SNIPPET_ENV
-os.environ.update(SNIPPET_ENV)
-INFO = setup()
-DEVNULL = os.open("/dev/null", os.O_RDWR)
-OUT = os.fdopen(os.dup(1), "wb", buffering=0)
-os.dup2(DEVNULL, 1)  # nothing but the protocol writer may reach the caller's pipe
-KEEP_FDS = frozenset([0, 1, 2, 3] + list(INFO["path_fds"]))
-JOBS = 0
+def _bwrap_view(hide: Sequence[str], scratch_mb: int, modules: Sequence[str]) -> _View:
+    """Plan (once per process and setting) the bwrap command line for the workers, and check it
+    in a throwaway run: the interpreter starts in the view and finds the same modules as outside.
+    Any failure means no bwrap (the workers then use their own namespaces), with the reason."""
+    key = (tuple(hide), scratch_mb, tuple(modules), sys.executable)
+    with _views_lock:
+        if key not in _views:
+            _views[key] = _plan_bwrap_view(hide, scratch_mb, modules)
+        return _views[key]
 
 
-def send(obj):
-    OUT.write(json.dumps(obj).encode() + b"\n")
-
-
-def clean(s):
-    return s.encode("utf-8", "replace").decode("utf-8") if isinstance(s, str) else s
-
-
-# ------------------------------------------------------------------ inside the snippet process G
-def close_fds():
-    """Close every fd but KEEP_FDS (os.closerange may loop over 65536 numbers)."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in KEEP_FDS:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-
-def count_tasks(uid):
-    n = 0
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open("/proc/%s/status" % p) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if "\nUid:\t%d\t" % uid in st:
-                n += int(st.split("\nThreads:\t", 1)[1].split("\n", 1)[0])
-    return n
-
-
-def install_guard(scratch, block_spawn):
-    """Python-level tripwire against writes outside the scratch dir (NOT a security boundary)."""
-    import builtins
-    real = {n: getattr(os, n) for n in ("open", "mkdir", "rmdir", "remove", "unlink", "truncate",
-                                         "chmod", "chown", "lchown", "utime", "mkfifo", "mknod",
-                                         "rename", "replace", "link", "symlink") if hasattr(os, n)}
-    real_open, realpath, readlink, join = builtins.open, os.path.realpath, os.readlink, os.path.join
-    root = realpath(scratch)
-    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-    def inside(path, dir_fd=None):
-        if isinstance(path, int):
-            return True
-        try:
-            p = os.fsdecode(os.fspath(path))
-        except TypeError:
-            return True  # let the real call raise its own error
-        if dir_fd is not None and not p.startswith("/"):
-            try:
-                p = join(readlink("/proc/self/fd/%d" % dir_fd), p)
-            except OSError:
-                return False
-        full = realpath(p)
-        return full == root or full.startswith(root + "/") or full == "/dev/null"
-
-    def deny(path):
-        raise PermissionError(errno.EACCES, "sandbox: writing outside the scratch directory is not allowed", path)
-
-    def g_open(file, mode="r", *args, **kwargs):
-        if any(c in str(mode) for c in "wax+") and not inside(file):
-            deny(file)
-        return real_open(file, mode, *args, **kwargs)
-
-    def g_os_open(path, flags, *args, dir_fd=None, **kwargs):
-        if flags & WRITE_FLAGS and not inside(path, dir_fd):
-            deny(path)
-        return real["open"](path, flags, *args, dir_fd=dir_fd, **kwargs)
-
-    def one(name):
-        fn = real[name]
-        def wrapper(path, *args, dir_fd=None, **kwargs):
-            if not inside(path, dir_fd):
-                deny(path)
-            if dir_fd is None:
-                return fn(path, *args, **kwargs)
-            return fn(path, *args, dir_fd=dir_fd, **kwargs)
-        wrapper.__name__ = name
-        return wrapper
-
-    def two(name, check_src):
-        fn = real[name]
-        def wrapper(src, dst, *args, src_dir_fd=None, dst_dir_fd=None, dir_fd=None, **kwargs):
-            if check_src and not inside(src, src_dir_fd if dir_fd is None else dir_fd):
-                deny(src)
-            if not inside(dst, dst_dir_fd if dir_fd is None else dir_fd):
-                deny(dst)
-            for k, v in (("dir_fd", dir_fd), ("src_dir_fd", src_dir_fd), ("dst_dir_fd", dst_dir_fd)):
-                if v is not None:
-                    kwargs[k] = v
-            return fn(src, dst, *args, **kwargs)
-        wrapper.__name__ = name
-        return wrapper
-
-    builtins.open = io.open = g_open
-    os.open = g_os_open
-    for n in ("mkdir", "rmdir", "remove", "unlink", "truncate", "chmod", "chown", "lchown", "utime",
-              "mkfifo", "mknod"):
-        if n in real:
-            setattr(os, n, one(n))
-    for n, check_src in (("rename", True), ("replace", True), ("link", True), ("symlink", False)):
-        if n in real:
-            setattr(os, n, two(n, check_src))
-    if block_spawn:
-        # Root without a uid switch: RLIMIT_NPROC does not hold and kill(-1, 9) would reach every
-        # process on the machine. Tripwires only.
-        real_kill, real_killpg, getpid, getpgid = os.kill, os.killpg, os.getpid, os.getpgid
-
-        def g_kill(pid, sig):
-            if pid not in (0, getpid(), -getpgid(0)):
-                raise PermissionError(errno.EPERM, "sandbox: signalling other processes is not allowed")
-            return real_kill(pid, sig)
-
-        def g_killpg(pgid, sig):
-            if pgid not in (0, getpgid(0)):
-                raise PermissionError(errno.EPERM, "sandbox: signalling other processes is not allowed")
-            return real_killpg(pgid, sig)
-
-        os.kill, os.killpg = g_kill, g_killpg
-
-        def refuse(*args, **kwargs):
-            raise BlockingIOError(errno.EAGAIN, "sandbox: creating processes is not allowed")
-        for n in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp", "spawnv", "spawnve",
-                  "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "popen"):
-            if hasattr(os, n):
-                setattr(os, n, refuse)
-        try:
-            import _posixsubprocess
-            _posixsubprocess.fork_exec = refuse
-        except ImportError:
-            pass
-
-
-def error_line(exc):
-    if isinstance(exc, MemoryError):
-        return "memory"
-    name = type(exc).__name__
+def _plan_bwrap_view(hide: Sequence[str], scratch_mb: int, modules: Sequence[str]) -> _View:
+    if os.geteuid() != 0:
+        return _View(None, None, "bwrap is used only when the caller runs as root")
+    bwrap = _find_bwrap()
+    if bwrap is None:
+        return _View(None, None, "bwrap is not installed (apt-get install bubblewrap)")
+    run = dict(env=dict(_WORKER_ENV), cwd="/", capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     try:
-        msg = str(exc)
-    except BaseException:
-        msg = ""
-    line = ("%s: %s" % (name, msg) if msg else name).replace("\n", " ").strip()
-    return line[:300]
-
-
-def format_exc(exc):
-    """The traceback as Python prints it, without this program's frames."""
-    te = traceback.TracebackException(type(exc), exc, exc.__traceback__, compact=True)
-    te.stack = traceback.StackSummary.from_list([f for f in te.stack if f.filename != WORKER_FILE])
-    return "".join(te.format())
-
-
-def snippet(source, code, scratch, out_fd, err_fd, meta_fd, parent):
-    """Runs in G: ``code`` is the compiled ``source`` (or the source when the worker did not
-    compile it); ``parent`` is the pid G must be the child of (None in a PID namespace).
-
-    Never returns: always ends in os._exit."""
-    _exit = os._exit
-    status = 70
+        ver = subprocess.run([bwrap, "--version"], **run)
+        version = _last_line(ver.stdout).replace("bubblewrap ", "") or "?"
+        out = subprocess.run([sys.executable, "-I", _WORKER_FILE, "--paths", _PROJECT_ROOT, *modules], **run)
+        paths = json.loads(out.stdout)
+        argv = _bwrap_args(bwrap, paths, hide, scratch_mb)
+        chk = subprocess.run(argv + ["--", sys.executable, "-I", _VIEW_WORKER, "--check", *modules], **run)
+    except (OSError, ValueError, subprocess.SubprocessError) as e:
+        return _View(None, None, f"bwrap could not be prepared: {e}")
+    if chk.returncode != 0:
+        return _View(None, version, f"bwrap failed: {_last_line(chk.stderr) or 'exit code %d' % chk.returncode}")
     try:
-        me = os.getpid()
-        os.setsid()
-        os.dup2(DEVNULL, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(err_fd, 2)
-        os.dup2(meta_fd, 3)
-        close_fds()
-        if INFO["private_proc"]:
-            # A /proc that shows only this snippet's processes, and System V IPC objects that die
-            # with the snippet (its own IPC namespace).
-            if unshare(CLONE_NEWNS | (CLONE_NEWIPC if INFO["ipcns"] else 0)):
-                mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
-        uid = INFO["uid"]
-        cpu = int(TIMEOUT) + 1
-        limits = [(resource.RLIMIT_AS, int(SPEC["memory_mb"]) * MIB),
-                  (resource.RLIMIT_FSIZE, int(SPEC["max_file_mb"]) * MIB),
-                  (resource.RLIMIT_CORE, 0),
-                  (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-                  # bounds in-memory files (memfd, unlinked tmpfs files), which RLIMIT_AS does
-                  # not count, to NOFILE x max_file_mb
-                  (resource.RLIMIT_NOFILE, NOFILE)]
-        if INFO["nproc_limit"]:
-            nproc = int(SPEC["max_processes"])
-            if uid is None and nproc > 1:  # not root: the limit counts all tasks of our user
-                nproc += count_tasks(os.getuid())
-            limits.append((resource.RLIMIT_NPROC, nproc))
-        for res, val in limits:
-            soft, hard = val if isinstance(val, tuple) else (val, val)
-            cur_hard = resource.getrlimit(res)[1]
-            if cur_hard != resource.RLIM_INFINITY:
-                hard = min(hard, cur_hard)
-                soft = min(soft, hard)
-            resource.setrlimit(res, (soft, hard))
-        os.chdir(scratch)
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-        if parent is not None and os.getppid() != parent:
-            _exit(71)  # our parent is already gone
-        os.environ["HOME"] = os.environ["TMPDIR"] = scratch  # the rest is SNIPPET_ENV already
-        tempfile.tempdir = scratch
-        sys.dont_write_bytecode = True
-        out = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
-                               errors="backslashreplace", line_buffering=True)
-        err = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
-                               errors="backslashreplace", line_buffering=True)
-        inp = io.TextIOWrapper(io.FileIO(0, "r", closefd=False), encoding="utf-8")
-        sys.stdout = sys.__stdout__ = out
-        sys.stderr = sys.__stderr__ = err
-        sys.stdin = sys.__stdin__ = inp
-        sys.argv = ["<solution>"]
-        linecache.cache["<solution>"] = (len(source), None, source.splitlines(True), "<solution>")
-        install_guard(scratch, block_spawn=not INFO["nproc_limit"] and int(SPEC["max_processes"]) <= 1)
-        main = types.ModuleType("__main__")
-        main.__dict__["__builtins__"] = __builtins__
-        sys.modules["__main__"] = main
-        error = None
-        try:
-            if not isinstance(code, types.CodeType):
-                code = compile(code, "<solution>", "exec")
-            exec(code, main.__dict__)
-            status = 0
-        except SystemExit as e:
-            c = e.code
-            if c is None:
-                status = 0
-            elif isinstance(c, int):
-                status = c & 0xFF
-            else:
-                try:
-                    print(c, file=err)
-                except BaseException:
-                    pass
-                status = 1
-            if status:
-                error = "exit code %d" % status
-        except BaseException as e:
-            status = 1
-            error = "exception"
-            try:
-                error = error_line(e)
-                err.write(format_exc(e))
-            except BaseException:
-                pass
-        for stream in (out, err):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        if error is not None and os.getpid() == me:  # not from a forked copy of the snippet
-            try:
-                os.write(3, json.dumps({"error": clean(error)}).encode())
-            except BaseException:
-                pass
-    except BaseException:
-        pass
-    finally:
-        _exit(status)
+        inside = json.loads(chk.stdout)["found"]
+    except (ValueError, KeyError, TypeError):
+        return _View(None, version, f"bwrap's view did not run the interpreter: {_last_line(chk.stderr)}")
+    lost = [m for m, ok in paths["found"].items() if ok and not inside.get(m)]
+    if lost:
+        return _View(None, version, f"bwrap's view lacks modules found outside it: {', '.join(lost)}")
+    return _View(tuple(argv), version, None)
 
 
-# ------------------------------------------------------------------ the supervisor S
-def supervisor(source, code, scratch, out_fd, err_fd, meta_fd, status_fd, wpid):
-    """Only without uid switch and PID namespace: keeps ``os.kill(os.getppid(), 9)`` off W."""
-    try:
-        os.setsid()
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != wpid:
-            os._exit(72)
-        os.dup2(DEVNULL, 0)
-        os.dup2(DEVNULL, 1)
-        os.close(OUT.fileno())  # only the worker may write to the caller
-        spid = os.getpid()
-        gpid = os.fork()
-        if gpid == 0:
-            snippet(source, code, scratch, out_fd, err_fd, meta_fd, spid)
-        while True:
-            try:
-                _, st = os.waitpid(gpid, 0)
-                break
-            except InterruptedError:
-                continue
-        os.pwrite(status_fd, struct.pack("<i", st), 0)
-        os._exit(0)
-    finally:
-        os._exit(73)
+def _missing(info: dict[str, Any]) -> list[str]:
+    """What of the full isolation a worker did not get, in words (empty: nothing)."""
+    missing = []
+    if info.get("fs_view") != "minimal":
+        why = info.get("bwrap_error") or info.get("view_error") or "namespaces are off"
+        missing.append(f"a minimal filesystem view ({why})")
+    if not info.get("private_tmp"):
+        missing.append("a private, bounded /tmp and scratch directory")
+    for key, words in (("netns", "a network namespace"), ("pidns", "PID namespaces"),
+                       ("private_proc", "a private /proc"), ("ipcns", "an IPC namespace")):
+        if not info.get(key):
+            missing.append(words)
+    if info.get("uid") is None:
+        missing.append("a uid of its own (needs root with CAP_SETUID)")
+    elif not info.get("nproc_limit"):
+        missing.append("a process limit")
+    return missing
 
 
-# ------------------------------------------------------------------ the worker W
-def children():
-    me = os.getpid()
-    try:
-        with open("/proc/%d/task/%d/children" % (me, me)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        kids = []
-        for p in os.listdir("/proc"):
-            if p.isdigit():
-                try:
-                    with open("/proc/%s/stat" % p) as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
-                            kids.append(int(p))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return kids
-
-
-def sweep():
-    """Kill every remaining descendant. As a subreaper, orphans of the snippet come back to us."""
-    for _ in range(100000):
-        kids = children()
-        if not kids:
-            return
-        for k in kids:
-            try:
-                os.kill(k, signal.SIGKILL)
-            except OSError:
-                pass
-        for k in kids:
-            try:
-                os.waitpid(k, 0)
-            except ChildProcessError:
-                pass
-
-
-def wait_exit(pid, timeout):
-    """Wait (without reaping) until pid exits; False on timeout."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        fd = None
-    deadline = time.monotonic() + timeout
-    if fd is not None:
-        try:
-            p = select.poll()
-            p.register(fd, select.POLLIN)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                if p.poll(left * 1000):
-                    return True
-        finally:
-            os.close(fd)
-    delay = 0.0005
-    while time.monotonic() < deadline:
-        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-            return True
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
-    return False
-
-
-def rm_contents(d, keep=()):
-    try:
-        names = os.listdir(d)
-    except OSError:
-        return
-    for n in names:
-        if n in keep:
-            continue
-        p = os.path.join(d, n)
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                os.unlink(p)
-        except OSError:
-            pass
-
-
-def cut(s, n):
-    if len(s) <= n:
-        return s
-    return s[: n - 3] + "..." if n > 3 else s[:n]
-
-
-def compose(out, err_tail, ok):
-    """stdout (head), plus the stderr tail on error, in at most MAX_CHARS characters."""
-    if ok or not err_tail.strip():
-        return cut(out, MAX_CHARS)
-    tail = err_tail.strip("\n")
-    lim = max(1, MAX_CHARS // 2) if out else MAX_CHARS
-    if len(tail) > lim:
-        tail = tail[-lim:]
-        nl = tail.find("\n")
-        if 0 <= nl < len(tail) - 1:
-            tail = tail[nl + 1 :]
-    if not out:
-        return tail
-    head = cut(out, max(0, MAX_CHARS - len(tail) - 1))
-    sep = "" if head.endswith("\n") or not head else "\n"
-    return (head + sep + tail)[:MAX_CHARS]
-
-
-def precompile(source):
-    """Compile in the worker when that is safe: the child then skips the parser's many page
-    faults (each first write to a page shared with the worker copies it). Anything unusual,
-    including syntax errors, is left to the child, which reports it like any other error."""
-    if len(source) > 100_000 or "\0" in source:
-        return source
-    depth = deepest = 0
-    for ch in source:
-        if ch in "([{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in ")]}":
-            depth -= 1
-    if deepest > 50:
-        return source
-    try:
-        return compile(source, "<solution>", "exec")
-    except BaseException:
-        return source
-
-
-def run_job(source):
-    global JOBS
-    JOBS += 1
-    code = precompile(source)
-    scratch = os.path.join(INFO["scratch_base"], "job-%d" % JOBS)
-    os.mkdir(scratch, 0o700)
-    uid = INFO["uid"]
-    if uid is not None:
-        os.chown(scratch, uid, uid)
-    supervised = not INFO["pidns"] and uid is None
-    fds = [os.memfd_create(n, 0) for n in ("stdout", "stderr", "meta", "status")[: 4 if supervised else 3]]
-    out_fd, err_fd, meta_fd = fds[:3]
-    t0 = time.monotonic()
-    if INFO["pidns"]:
-        if not unshare(CLONE_NEWPID):
-            raise RuntimeError("unshare(CLONE_NEWPID) failed")
-        pid = os.fork()
-        if pid == 0:
-            snippet(source, code, scratch, out_fd, err_fd, meta_fd, None)
-        if LIBC.setns(INFO["pidns_fd"], CLONE_NEWPID) != 0:
-            os.kill(pid, signal.SIGKILL)
-            raise SystemExit("cannot return to our own PID namespace")
-    elif supervised:
-        pid = os.fork()
-        if pid == 0:
-            supervisor(source, code, scratch, out_fd, err_fd, meta_fd, fds[3], INFO["pid"])
-    else:
-        pid = os.fork()
-        if pid == 0:
-            snippet(source, code, scratch, out_fd, err_fd, meta_fd, INFO["pid"])
-    finished = wait_exit(pid, TIMEOUT)
-    elapsed = time.monotonic() - t0
-    for kill in (os.kill, os.killpg):  # pid is not reaped yet, so it cannot have been recycled
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    st = None
-    while True:
-        try:
-            _, st = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            break
-    sweep()
-    try:
-        if supervised:
-            raw = os.pread(fds[3], 4, 0)
-            st = struct.unpack("<i", raw)[0] if len(raw) == 4 else None
-        out = os.pread(out_fd, 4 * MAX_CHARS + 8, 0).decode("utf-8", "replace")
-        n = 4 * MAX_CHARS + 8
-        err_size = os.fstat(err_fd).st_size
-        err_tail = os.pread(err_fd, n, max(0, err_size - n)).decode("utf-8", "replace")
-        meta = os.pread(meta_fd, 8192, 0)
-    finally:
-        for fd in fds:
-            os.close(fd)
-    shutil.rmtree(scratch, ignore_errors=True)
-    if INFO["private_tmp"]:
-        for d in INFO.get("private_dirs", ()):
-            rm_contents(d, keep=("evomath-sandbox",) if d == "/tmp" else ())
-    ok, error = False, None
-    if not finished:
-        error = "timeout"
-    elif st is None:
-        error = "killed"
-    elif os.WIFSIGNALED(st):
-        sig = os.WTERMSIG(st)
-        if sig == signal.SIGXCPU:
-            error = "timeout"
-        elif sig == signal.SIGXFSZ:
-            error = "file size limit"
-        else:
-            error = "killed by signal %s" % SIGNAMES.get(sig, sig)
-    else:
-        code_ = os.waitstatus_to_exitcode(st)
-        if code_ == 0:
-            ok = True
-        else:
-            error = "exit code %d" % code_
-            try:
-                error = json.JSONDecoder().raw_decode(meta.decode("utf-8", "replace"))[0]["error"] or error
-            except Exception:
-                pass
-    return {"ok": ok, "output": clean(compose(out, err_tail, ok)), "error": clean(error),
-            "seconds": round(elapsed, 6)}
-
-
-def main():
-    send({k: v for k, v in INFO.items() if k not in ("pidns_fd", "path_fds")} | {"ready": True})
-    stdin = sys.stdin.buffer
-    while True:
-        line = stdin.readline()
-        if not line:
-            break
-        try:
-            job = json.loads(line)
-        except ValueError:
-            continue
-        try:
-            res = run_job(str(job["code"]))
-        except Exception as e:
-            res = {"ok": False, "output": "", "error": clean("sandbox error: %r" % (e,))}
-        res["id"] = job.get("id")
-        send(res)
-
-
-try:
-    main()
-finally:
-    sweep()
-    if not INFO["private_tmp"]:
-        shutil.rmtree(INFO["scratch_base"], ignore_errors=True)
-'''
+def _describe(info: dict[str, Any]) -> str:
+    view = info.get("fs_view")
+    parts = [f"{view} filesystem view" + (f" (bwrap {info['bwrap']})" if view == "minimal" else "")]
+    if info.get("hidden"):
+        parts.append("hidden: " + ", ".join(info["hidden"]))
+    parts.append(f"uid {info['uid']}" if info.get("uid") is not None else "no uid switch")
+    ns = [n for n, k in (("pid", "pidns"), ("net", "netns"), ("ipc", "ipcns"), ("mount", "mountns")) if info.get(k)]
+    parts.append("namespaces: " + (" ".join(ns) if ns else "none"))
+    if info.get("private_proc"):
+        parts.append("private /proc")
+    if info.get("scratch_limit_mb"):
+        parts.append(f"/tmp and scratch <= {info['scratch_limit_mb']} MiB")
+    return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -868,16 +356,26 @@ class _WorkerDied(Exception):
 class _Worker:
     """One long-lived worker process and the pipes to it. Used by one dispatcher thread only."""
 
-    def __init__(self, spec: dict[str, Any], timeout_s: float):
+    def __init__(self, spec: dict[str, Any], timeout_s: float, view: _View | None = None,
+                 on_ready: Callable[[dict[str, Any]], None] | None = None):
         self.spec = spec
         self.timeout_s = timeout_s
+        self.view = view if view is not None else _View(None, None, "namespaces are off")
+        self.on_ready = on_ready
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] | None = None
+        self.pidfd: int | None = None  # the worker inside bwrap (proc is bwrap itself)
         self.buf = bytearray()
         self.jobs = 0
         self.lock = threading.Lock()  # guards proc against stop() from another thread
 
     # -- process management
+    def command(self) -> list[str]:
+        if self.view.argv is not None:
+            spec = dict(self.spec, view="bwrap")
+            return [*self.view.argv, "--", sys.executable, "-I", _VIEW_WORKER, json.dumps(spec)]
+        return [sys.executable, "-I", _WORKER_FILE, json.dumps(dict(self.spec, view="host"))]
+
     def start(self) -> None:
         with self.lock:
             if self.proc is not None:
@@ -885,7 +383,7 @@ class _Worker:
             self.buf = bytearray()
             self.info = None
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", _WORKER_SOURCE, json.dumps(self.spec)],
+                self.command(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=None,
@@ -903,22 +401,62 @@ class _Worker:
             info = json.loads(line)
             if not info.get("ready"):
                 raise _WorkerDied(f"unexpected first message from worker: {line[:200]!r}")
+            info["bwrap"] = self.view.version if self.view.argv is not None else None
+            info["bwrap_error"] = self.view.why_not
+            info["missing"] = _missing(info)
+            info["degraded"] = bool(info["missing"])
+            if self.view.argv is not None and self.pidfd is None:
+                try:
+                    self.pidfd = os.pidfd_open(int(info["pid"]))
+                except OSError:
+                    pass
             self.info = info
+            if self.on_ready is not None:
+                self.on_ready(info)  # may raise (strict mode): the worker is then stopped
         return self.info
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's pid once it has reported ready (inside bwrap: bwrap's child), else None."""
+        proc, info = self.proc, self.info
+        if proc is None or info is None or proc.poll() is not None:
+            return None
+        return int(info["pid"])
+
+    def _kill_inner(self, pidfd: int | None, proc: subprocess.Popen) -> None:
+        """SIGKILL the worker inside bwrap (bwrap does not kill its child when it dies itself)."""
+        if pidfd is not None:
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        elif self.view.argv is not None and proc.poll() is None:
+            try:  # not ready yet: bwrap's child, which cannot be reaped (recycled) while bwrap lives
+                with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+                for kid in kids:
+                    os.kill(kid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
 
     def stop(self, *, force: bool = False) -> None:
         with self.lock:
             proc, self.proc, info, self.info = self.proc, None, self.info, None
+            pidfd, self.pidfd = self.pidfd, None
         if proc is None:
+            if pidfd is not None:
+                os.close(pidfd)
             return
         try:
             if force:
+                self._kill_inner(pidfd, proc)
                 proc.kill()
             else:
                 proc.stdin.close()  # the worker exits at end of input
             try:
                 proc.wait(timeout=2.0)
             except subprocess.TimeoutExpired:
+                self._kill_inner(pidfd, proc)
                 proc.kill()
                 proc.wait(timeout=5.0)
         except Exception:
@@ -929,19 +467,21 @@ class _Worker:
                     f.close()
                 except Exception:
                     pass
+            if pidfd is not None:
+                os.close(pidfd)
         if force and info:
             # The worker could not clean up after itself: finish its job.
             if info.get("uid") is not None:
                 _kill_uid(int(info["uid"]))
             base = info.get("scratch_base")
             if base and not info.get("private_tmp") and os.path.basename(base).startswith("evomath-sandbox-"):
-                shutil.rmtree(base, ignore_errors=True)
+                remove_tree(base)  # no recursion: a snippet may have nested 10^5 directories
 
     # -- one job
     def execute(self, code: str) -> ExecResult:
         try:
             self.ready()
-        except (_WorkerDied, OSError, ValueError) as e:
+        except (_WorkerDied, OSError, ValueError, SandboxDegradedError) as e:
             self.stop(force=True)
             return ExecResult(False, "", f"sandbox unavailable: {e}")
         self.jobs += 1
@@ -1000,10 +540,12 @@ def _kill_uid(uid: int) -> None:
 class _Slot:
     """One unit of parallelism: a plain worker plus a lazily started one with the heavy preloads."""
 
-    def __init__(self, spec: dict[str, Any], heavy: Sequence[str], timeout_s: float):
-        self.plain = _Worker(spec, timeout_s)
+    def __init__(self, spec: dict[str, Any], heavy: Sequence[str], timeout_s: float, view: _View | None = None,
+                 on_ready: Callable[[dict[str, Any]], None] | None = None):
+        self.plain = _Worker(spec, timeout_s, view, on_ready)
         self.heavy_names = tuple(heavy)
-        self.heavy = _Worker(dict(spec, preload=list(spec["preload"]) + list(heavy)), timeout_s) if heavy else None
+        heavy_spec = dict(spec, preload=list(spec["preload"]) + list(heavy))
+        self.heavy = _Worker(heavy_spec, timeout_s, view, on_ready) if heavy else None
 
     def worker_for(self, code: str) -> _Worker:
         if self.heavy is not None and any(name in code for name in self.heavy_names):
@@ -1017,6 +559,10 @@ class _Slot:
 def _serve(jobs: queue.SimpleQueue, slot: _Slot) -> None:
     """Dispatcher thread: feeds one slot from the shared queue."""
     try:
+        try:
+            slot.plain.ready()  # at once: the isolation it got is logged (and checked) at start-up
+        except Exception:
+            slot.plain.stop(force=True)  # its first job starts a fresh one and reports the error
         while True:
             item = jobs.get()
             if item is None:
@@ -1064,8 +610,14 @@ class Sandbox:
 
     ``config.workers`` snippets run in parallel. ``preload``: modules every worker imports once;
     ``heavy_preload``: big modules kept in a second worker per slot, used by snippets that name
-    them (``()`` turns that off). ``namespaces`` / ``switch_user``: turn kernel isolation off (for
-    tests and debugging only; the defaults use whatever the OS permits).
+    them (``()`` turns that off). ``hide``: more directories to keep out of the snippets' view
+    where it is not minimal (the checkout, the home and the working directory always are).
+    ``namespaces`` / ``bwrap`` / ``switch_user``: turn kernel isolation off (for tests,
+    benchmarks and debugging only; the defaults use whatever the OS permits).
+
+    The isolation obtained is logged once at start-up (a warning when degraded) and is in
+    :attr:`isolation`; with ``config.strict`` the constructor raises
+    :class:`SandboxDegradedError`, naming what is missing, instead of running degraded.
     """
 
     def __init__(
@@ -1074,25 +626,46 @@ class Sandbox:
         *,
         preload: Sequence[str] = DEFAULT_PRELOAD,
         heavy_preload: Sequence[str] = DEFAULT_HEAVY_PRELOAD,
+        hide: Sequence[str | os.PathLike] = (),
         namespaces: bool = True,
+        bwrap: bool = True,
         switch_user: bool = True,
     ):
         if not sys.platform.startswith("linux"):
             raise RuntimeError("evomath.sandbox needs Linux (process groups, rlimits, /proc)")
         self.config = config if config is not None else SandboxConfig()
         cfg = self.config
+        hidden = [h for h in (_PROJECT_ROOT, os.path.expanduser("~")) if h]
+        try:
+            hidden.append(os.getcwd())
+        except OSError:
+            pass
+        hidden += [os.fspath(h) for h in hide]
+        hidden = list(dict.fromkeys(os.path.realpath(h) for h in hidden if os.path.isabs(os.fspath(h))))
         spec = {
             "timeout_s": float(cfg.timeout_s),
             "memory_mb": int(cfg.memory_mb),
             "max_processes": max(1, int(cfg.max_processes)),
             "max_file_mb": int(cfg.max_file_mb),
             "max_output_chars": int(cfg.max_output_chars),
+            "scratch_mb": int(cfg.scratch_mb),
             "preload": list(preload),
             "namespaces": bool(namespaces),
             "switch_user": bool(switch_user),
+            "project_root": _PROJECT_ROOT or None,
+            "hide": hidden,
         }
+        if namespaces and bwrap:
+            view = _bwrap_view(hidden, int(cfg.scratch_mb), [*preload, *heavy_preload])
+        else:
+            view = _View(None, None, "bwrap is off" if namespaces else "namespaces are off")
+        self._view = view
+        self._info: dict[str, Any] | None = None  # the first worker's isolation
+        self._first_error: str | None = None
+        self._log_lock = threading.Lock()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._slots = [_Slot(spec, heavy_preload, float(cfg.timeout_s)) for _ in range(max(1, int(cfg.workers)))]
+        self._slots = [_Slot(spec, heavy_preload, float(cfg.timeout_s), view, self._on_ready)
+                       for _ in range(max(1, int(cfg.workers)))]
         for slot in self._slots:
             slot.plain.start()  # the plain workers warm up in parallel; heavy ones on first use
         self._threads = [
@@ -1105,6 +678,28 @@ class Sandbox:
         self._close_lock = threading.Lock()
         self._owner = os.getpid()
         self._finalizer = weakref.finalize(self, _shutdown, self._jobs, self._threads, self._slots, self._owner)
+        if cfg.strict:
+            iso = self.isolation
+            if not iso or iso.get("missing"):
+                self.close()
+                what = "; ".join(iso.get("missing") or [f"a worker that starts ({self._first_error})"])
+                raise SandboxDegradedError(f"sandbox.strict: refusing to run with degraded isolation, missing: {what}")
+
+    def _on_ready(self, info: dict[str, Any]) -> None:
+        """Called by each worker once ready: log the isolation once; in strict mode, refuse a
+        degraded worker (its jobs then fail with "sandbox unavailable: ...")."""
+        with self._log_lock:
+            first = self._info is None
+            self._info = info
+        if first:
+            if info["missing"]:
+                _log.warning("sandbox isolation is degraded (%s); missing: %s%s", _describe(info),
+                             "; ".join(info["missing"]),
+                             "" if self.config.strict else " (sandbox.strict: true refuses to run so)")
+            else:
+                _log.info("sandbox isolation: %s", _describe(info))
+        if self.config.strict and info["missing"]:
+            raise SandboxDegradedError("strict mode, missing: " + "; ".join(info["missing"]))
 
     # -- the contract
     def submit(self, code: str) -> concurrent.futures.Future[ExecResult]:
@@ -1142,18 +737,18 @@ class Sandbox:
     # -- introspection (tests, logs)
     @property
     def isolation(self) -> dict[str, Any]:
-        """What the workers could enable: uid, pidns, netns, private_tmp, private_proc, nproc_limit..."""
-        info = next((w.info for s in self._slots for w in s.workers() if w.info is not None), None)
-        if info is None:
-            self.submit("pass").result()  # through a dispatcher: no two threads on one pipe
-            info = next((w.info for s in self._slots for w in s.workers() if w.info is not None), None)
-        return dict(info or {})
+        """What the workers got: ``fs_view`` ("minimal": bwrap's view; "masked": the host's, with
+        the checkout, home and working directory hidden; "host"), ``bwrap`` (its version) or
+        ``bwrap_error`` (why not), ``uid``, ``pidns``, ``netns``, ``ipcns``, ``private_tmp``,
+        ``private_proc``, ``scratch_limit_mb``, ``nproc_limit``..., and ``missing``: what of the
+        full isolation is not there, in words (``degraded`` when any)."""
+        if self._info is None and not self._closed:
+            res = self.submit("pass").result()  # through a dispatcher: no two threads on one pipe
+            if self._info is None:
+                self._first_error = res.error
+        return dict(self._info or {})
 
     def worker_pids(self) -> list[int]:
-        """Pids of the live worker processes (plain and heavy)."""
-        return [
-            w.proc.pid
-            for s in self._slots
-            for w in s.workers()
-            if w.proc is not None and w.proc.poll() is None
-        ]
+        """Pids of the live worker processes that have reported ready (plain and heavy; inside
+        bwrap, bwrap's child): the parents of every snippet process."""
+        return [pid for s in self._slots for w in s.workers() if (pid := w.pid) is not None]

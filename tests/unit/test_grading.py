@@ -98,6 +98,100 @@ def test_answers_equal_rejects(pred, gold):
     assert not answers_equal(pred, gold)
 
 
+# --- equations: an answer is judged by what it asserts (issue 17) -------------------------------
+
+EQUATION_CASES = [
+    # closed sides that disagree: wrong, whatever the gold
+    (r"\boxed{7 = 42}", "42", False),
+    ("1+1 = 42", "42", False),
+    ("7=42=42", "42", False),
+    ("x = 3 = 42", "42", False),
+    ("41 = x = 42", "42", False),
+    ("7 == 42", "42", False),
+    ("7 := 42", "42", False),
+    (r"\(7 = 42\)", "42", False),
+    ("$1+1 = 42$", "42", False),
+    (r"\frac{84}{2} = 41", "41", False),
+    (r"6 \cdot 7 = 41", "41", False),
+    (r"2^{5} = 31", "31", False),
+    ("x = 1.5 = 1.6", "1.6", False),
+    ("7 = 42", "7 = 42", False),  # even against a gold that says so
+    # ... in prose too: the side is the math next to "="
+    ("so 7 = 42", "42", False),
+    ("Janet has 27 pencils, so 7 = 42", "42", False),
+    ("the answer is 1+1 = 42.", "42", False),
+    ("1+1 = 42 apples", "42", False),
+    ("we get 41 = 42", "42", False),
+    # consistent sides, a variable name on the left or right, chains of names: the value counts
+    (r"\boxed{x = 42}", "42", True),
+    (r"\boxed{42 = x}", "42", True),
+    ("a = b = 42", "42", True),
+    ("6*7 = 42", "42", True),
+    (r"\frac{84}{2} = 42", "42", True),
+    (r"x = \frac{84}{2}", "42", True),
+    (r"f(3) = 6 \cdot 7", "42", True),
+    ("x_{1} = 2^{3}", "8", True),
+    (r"\theta = \frac{1}{2}", "0.5", True),
+    ("x = 1.0 = 1", "1", True),
+    ("so x = 42", "42", True),
+    (r"\boxed{x = 42 \text{ cm}}", "42", True),
+    ("x = 42", "43", False),
+    # relations other than "=", systems, open sides: math-verify, as before
+    ("x > 41", "42", False),
+    (r"\boxed{x \geq 42}", "42", False),
+    (r"x \neq 42", "42", False),
+    ("x = 41, y = 42", "42", False),
+    ("2x = 84", "42", False),
+    ("x^2 = 4", "2", False),
+    ("y = 2x + 1", "2x+1", True),
+    ("y = 2x+1", "y=2x+1", True),
+    ("x=5", "x=5", True),
+    ("5", "x=5", True),
+    ("(x, y) = (1, 2)", "(1,2)", True),
+    (r"\{x \mid x = 1\}", r"\{1\}", True),
+    # closed sides only sympy can evaluate: compared by math-verify
+    (r"\sqrt{4} = 3", "3", False),
+    (r"\sqrt{9} = 3", "3", True),
+    (r"\pi = 3", "3", False),
+    (r"x = \pi", r"\pi", True),
+    ("5! = 120", "120", True),
+    ("5! = 121", "121", False),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", EQUATION_CASES)
+def test_equation_whose_sides_disagree_is_never_correct(pred, gold, expected):
+    assert answers_equal(pred, gold) is expected
+
+
+def test_equation_rule_in_the_pool(grader):
+    pairs = [(p, g) for p, g, _ in EQUATION_CASES]
+    assert grader.grade_many(pairs) == [e for _, _, e in EQUATION_CASES]
+
+
+def test_equation_reader_never_raises_and_is_fast():
+    """The rule runs in the caller's process before any worker: 20,000 adversarial answers
+    (the fuzz generator's, and "="-heavy ones) never raise and none takes more than milliseconds."""
+    from evomath.grading import _fast_equal, _relation_check
+
+    rng = random.Random(1)
+    golds = [p.answer for p in load_benchmark("math500")]
+    texts = [_malformed(rng, golds) for _ in range(10_000)]
+    parts = ["=", "==", ":=", "x", "1", "+", "\\frac{1}{2}", "(", ")", "{", "}", "\\{", "\\}", ",", " so ", ".",
+             "!", "\\le", "\\sqrt{2}", "^", "\\pi", "$", "\\(", "9" * 30, "\\text{a=b}", "-", "/", "\\cdot"]
+    texts += ["".join(rng.choice(parts) for _ in range(rng.randint(1, 60))) for _ in range(9_990)]
+    texts += ["=" * 1000, "1=" * 500 + "1", "(" * 500 + "=" + ")" * 500, "x=" * 400 + "2", "2^{64}=" * 10, "9^{9^{9}}=1"]
+    slowest = 0.0
+    for t in texts:
+        t0 = time.perf_counter()
+        verdict, pred, pending = _relation_check(t, "42")
+        _fast_equal(t, "42")
+        slowest = max(slowest, time.perf_counter() - t0)
+        assert verdict in (None, False) and isinstance(pred, str) and isinstance(pending, list)
+    print(f"\nequation reader: {len(texts)} answers, slowest {1000 * slowest:.2f} ms")
+    assert slowest < 0.5
+
+
 # --- the pool ---------------------------------------------------------------------------------
 
 
