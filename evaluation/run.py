@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
+from evomath.files import private_dir
 from evomath.scoring import prefix_scores
 from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees, write_trees
@@ -305,7 +306,8 @@ def run_suite(
         if backend is not None:
             fmt = make_format(search_config.step_format, search_config.prompt_style, chat=backend.chat_prompt)
             if search_config.step_format == "code":
-                sandbox = stack.enter_context(Sandbox(sandbox_config))
+                hide = [private_dir(out_dir).resolve()]  # the records carry every gold answer
+                sandbox = stack.enter_context(Sandbox(sandbox_config, hide=hide))
             grader = stack.enter_context(Grader())
         return evaluate_suite(suite, specs, backend, fmt, search_config, sandbox, grader, scorer, out_dir,
                               trees=trees, progress=progress)

@@ -30,6 +30,18 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def private_dir(path: str | Path) -> Path:
+    """A directory only its owner can enter (0700), created with its missing parents as such: run
+    directories hold every problem's gold answer, which model-written code must never read."""
+    path = Path(path)
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for created in missing:
+        created.chmod(0o700)  # mkdir's parents=True ignores mode for the parents it makes
+    path.chmod(0o700)
+    return path
+
+
 @contextmanager
 def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` durably, on an

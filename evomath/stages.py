@@ -28,7 +28,7 @@ from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
 from evomath.search.engine import SearchEnv
 from evomath.tree import Tree, append_trees, read_trees, write_trees
-from evomath.files import read_jsonl, write_json, write_jsonl
+from evomath.files import private_dir, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ def round_context(config: ExperimentConfig, k: int, policy: str | None = None, p
             chained_policy = str(directory / POLICY)
         if (directory / PPM).is_dir():
             chained_ppm = str(directory / PPM)
+    private_dir(experiment_dir(config))
     directory = round_dir(config, k)
     directory.mkdir(parents=True, exist_ok=True)
     return RoundContext(config=config, round=k, dir=directory, policy=policy or chained_policy,
@@ -183,7 +184,8 @@ def _search_env(ctx: RoundContext, active: bool = True) -> Iterator[SearchEnv | 
     from evomath.sandbox import Sandbox
 
     backend = engines.get_backend(ctx.policy, engine_config(ctx.config))
-    with Sandbox(ctx.config.sandbox) as sandbox, Grader(workers=1) as grader, _value_fn(ctx) as value_fn:
+    sandbox = Sandbox(ctx.config.sandbox, hide=[Path(ctx.config.run_dir).resolve()])  # gold answers, MLflow's store
+    with sandbox, Grader(workers=1) as grader, _value_fn(ctx) as value_fn:
         yield SearchEnv(backend, _policy_format(ctx), round_search_config(ctx), sandbox, grader, value_fn)
 
 
@@ -490,6 +492,7 @@ def run_round(ctx: RoundContext, on_stage: StageCallback | None = None) -> dict:
 
 def base_context(config: ExperimentConfig) -> RoundContext:
     """Round 0: the starting policy, evaluated so every later round has a baseline."""
+    private_dir(experiment_dir(config))
     directory = round_dir(config, 0)
     directory.mkdir(parents=True, exist_ok=True)
     return RoundContext(config=config, round=0, dir=directory, policy=config.policy, ppm=None)

@@ -58,6 +58,7 @@ def _search_config(args, base):
 def run_search_command(args) -> int:
     from evomath.backends import make_backend
     from evomath.config import ExperimentConfig, load_config
+    from evomath.files import private_dir
     from evomath.formats import make_format
     from evomath.grading import Grader
     from evomath.problems import load_benchmark
@@ -73,14 +74,14 @@ def run_search_command(args) -> int:
         from evomath.scoring import load_scorer
 
         value_fn = load_scorer(args.ppm)
-    args.out.mkdir(parents=True, exist_ok=True)
+    private_dir(args.out)
     trees_path = args.out / "trees.jsonl"
     trees_path.unlink(missing_ok=True)
     # One engine in this process: in-process on a CPU, like the stages (see prepare_environment).
     backend = make_backend(args.model or config.policy, config.engine, in_process=True)
     try:
         fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
-        with Sandbox(config.sandbox) as sandbox, Grader() as grader:
+        with Sandbox(config.sandbox, hide=[args.out.resolve()]) as sandbox, Grader() as grader:
             env = SearchEnv(backend, fmt, search, sandbox, grader, value_fn)
             trees, stats = run_search(args.method, problems, env, on_tree_done=lambda tree: append_trees(trees_path, [tree]))
     finally:

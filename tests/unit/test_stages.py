@@ -95,3 +95,12 @@ def test_recovery_continues_only_trees_made_under_the_same_key(tmp_path):
     append_trees(path, [_tree("a", None)])  # trees from before keys existed are stale too
     assert stages._recover_trees(path, "k2") == {}
     assert (tmp_path / "trees.jsonl.stale.1").exists() and (tmp_path / "trees.jsonl.stale").exists()  # none overwritten
+
+
+def test_run_directories_are_private(tmp_path):
+    """Trees and records carry every gold answer: only the owner may enter the run directory."""
+    cfg = config(tmp_path / "fresh" / "runs")
+    stages.round_context(cfg, 1)
+    stages.base_context(cfg)
+    for directory in (tmp_path / "fresh", tmp_path / "fresh" / "runs", stages.experiment_dir(cfg)):
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
