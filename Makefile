@@ -11,7 +11,7 @@ CONSTRAINTS := requirements/constraints-$(TARGET).txt
 # The machine's pip config names local mirrors that print one warning per package; hide those.
 QUIET_PIP := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: setup demo test test-fast browser bwrap bench up down clean
+.PHONY: setup demo test test-fast lint graph browser bwrap bench up down clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "== creating $(VENV) and installing evomath [$(TARGET)] (a few minutes the first time)"
@@ -32,8 +32,13 @@ setup: $(STAMP) bwrap
 demo: setup
 	$(VENV)/bin/evomath demo
 
-test: setup browser
+test: setup browser lint
 	$(PY) -m pytest -q
+
+# The layers import one way and the core stays free of Prefect/MLflow (pyproject's [tool.importlinter]).
+lint: setup
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/ruff check .
 
 # The code sandbox shows snippets a minimal filesystem view through bubblewrap (Debian's package,
 # used when running as root); without it the sandbox uses its own namespaces and says so in its
@@ -49,6 +54,11 @@ browser:
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The import graph between the layers and the longest functions (README, "Architecture").
+graph: setup
+	$(PY) tools/import_graph.py
+	$(PY) tools/longest_functions.py
 
 bench: setup
 	$(PY) benchmarks/engine_throughput.py

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from evaluation.report import plot_rounds
-from evomath import stages
+from evolution import stages
 from evomath.config import ExperimentConfig, load_config
 
 METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8", "ppm-vote@8")

@@ -21,9 +21,9 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
+from evomath.files import write_jsonl
 from evomath.formats import make_format
 from evomath.scoring import PPMScorer, ppm_text
-from evomath.files import write_jsonl
 from training.ppm import train_ppm
 from training.sft import train_sft
 

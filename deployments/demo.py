@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deployments.deploy import config_parameter, deploy
 
+
 def transpose_table(rows: list[dict]) -> str:
     """One line per metric, one column per round: readable however many metrics a round has."""
     keys = list(dict.fromkeys(k for r in rows for k in r if k != "round"))
@@ -32,7 +33,7 @@ def run_demo(api_url: str, mlflow_url: str, config_path: str, rounds: int | None
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from evomath.config import ExperimentConfig
-    from evomath.tracking import Tracker
+    from tasks.tracking import Tracker
 
     config = ExperimentConfig.model_validate(config_parameter(config_path))
     deploy(api_url, config_path)

@@ -4,8 +4,8 @@ JSONL files with their own field names."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from evomath.problems import BENCHMARKS, Problem, load_benchmark, load_problems
 

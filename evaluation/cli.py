@@ -61,13 +61,12 @@ def load_ppm(spec: str, backend: str, step_format: str):
 
 
 def cmd_evaluate(args) -> int:
-    from evomath.backends import make_backend
-    from evomath.config import ExperimentConfig, load_config
-
     from evaluation.benchmarks import load_suite, split_names
     from evaluation.methods import parse_methods
     from evaluation.report import format_table
     from evaluation.run import check_inputs, run_suite
+    from evomath.backends import make_backend
+    from evomath.config import ExperimentConfig, load_config
 
     config = load_config(args.config) if args.config else ExperimentConfig()
     specs = parse_methods(args.methods or config.eval.methods)

@@ -8,8 +8,8 @@ beats majority vote" compares choices over the very same 8 samples.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 # rStar-Math's evaluation: 64 independent searches, a vote over the top 4 answers by PPM score.
 MCTS_SEARCHES = 64

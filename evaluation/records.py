@@ -9,12 +9,11 @@ of solutions) plus tokens per question and pass@k (some candidate solution is ri
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
-
-from evomath.files import write_json, write_jsonl
 
 from evaluation.select import Choice
+from evomath.files import write_json, write_jsonl
 
 COLUMNS = (
     "benchmark", "method", "problems", "accuracy", "seconds_per_question", "avg_steps",

@@ -6,8 +6,8 @@ so they work headless and leave a caller's matplotlib backend alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from evaluation.methods import parse_method
 

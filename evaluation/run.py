@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
-
-from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
-from evomath.files import private_dir
-from evomath.scoring import prefix_scores
-from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
-from evomath.tree import Tree, read_trees, write_trees
 
 from evaluation.benchmarks import load_suite
 from evaluation.methods import SAMPLING_KINDS, MethodSpec, parse_methods
@@ -37,6 +31,11 @@ from evaluation.select import (
     choose_samples,
     is_answer,
 )
+from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
+from evomath.files import private_dir
+from evomath.scoring import prefix_scores
+from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
+from evomath.tree import Tree, read_trees, write_trees
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,12 @@ grading the search already did, so a choice can never peek at correctness.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
-
-from evomath.grading import vote_key
-from evomath.tree import Node, Tree
 
 from evaluation.methods import MethodSpec
+from evomath.grading import vote_key
+from evomath.tree import Node, Tree
 
 
 @dataclass(frozen=True)

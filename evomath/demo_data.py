@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from evomath.formats.base import StepFormat
 from evomath.formats.code_cot import ANSWER, END_ANSWER, END_CODE, END_STEP, CodeFormat
-from evomath.problems import Problem
+from evomath.problem import Problem
 
 MAX_VALUE = 200
 TEST_SHARE = 5  # one arithmetic skeleton in 5 is held out for the test split

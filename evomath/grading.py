@@ -19,10 +19,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 # ---------------------------------------------------------------------------------------------
 # Extraction and normalisation
@@ -654,7 +654,7 @@ class Grader:
         self._finalizer()
         self._workers.clear()
 
-    def __enter__(self) -> "Grader":
+    def __enter__(self) -> Grader:
         return self
 
     def __exit__(self, *exc) -> None:

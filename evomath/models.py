@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,15 @@ def models_dir() -> Path:
     return evomath_home() / "models"
 
 
+# URI prefix -> a function that fetches the model and returns its directory. The core knows nothing
+# of MLflow: the tracking layer registers "models:/" and "runs:/" when it is imported.
+URI_RESOLVERS: dict[str, Callable[[str], Path]] = {}
+
+
+def register_uri_resolver(prefix: str, resolve: Callable[[str], Path]) -> None:
+    URI_RESOLVERS[prefix] = resolve
+
+
 def resolve_model(spec: str) -> str:
     """Turn a model name, path, hub id or MLflow URI into something vLLM/transformers can load.
 
@@ -69,10 +79,12 @@ def resolve_model(spec: str) -> str:
     """
     if spec in EMBEDDED_MODELS:
         return str(pull(spec, verify=False))
+    scheme = next((prefix for prefix in URI_RESOLVERS if spec.startswith(prefix)), None)
+    if scheme:
+        return str(check_model_dir(URI_RESOLVERS[scheme](spec)))
     if spec.startswith(("models:/", "runs:/")):
-        from evomath import tracking  # MLflow stays out of the core unless a URI asks for it
-
-        return str(check_model_dir(tracking.download_model(spec)))
+        raise ModelError(f"{spec}: MLflow model URIs are resolved by the tracking layer (import tasks.tracking); "
+                         "the evomath command and the Prefect flows do that for you")
     path = Path(spec).expanduser()
     if path.exists() or spec.startswith((".", "/", "~")):
         return str(check_model_dir(path))
@@ -304,29 +316,10 @@ def _convert_gguf(gguf_path: Path, out_dir: Path, name: str) -> None:
 
 def verify_model(path: Path) -> str:
     """Load the model in vLLM in a child process and check a greedy completion is non-empty."""
-    cmd = [sys.executable, "-m", "evomath.models", "verify", str(path)]
+    cmd = [sys.executable, "-m", "evomath.backends.verify", str(path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
     lines = result.stdout.strip().splitlines()
     if result.returncode != 0 or not lines:
         tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelError(f"model {path} failed verification in vLLM: {tail}")
     return lines[-1]
-
-
-def _verify_main(path: str) -> None:
-    from evomath.backends import GenerationRequest, make_backend
-
-    backend = make_backend(path)
-    try:
-        result = backend.generate([GenerationRequest(prompt="2 + 3 =", temperature=0.0, max_tokens=8)])[0]
-    finally:
-        backend.close()
-    text = result.completions[0].text
-    if not text.strip():
-        sys.exit("greedy completion is empty")
-    print(f"ok: greedy completion of '2 + 3 =' -> {text!r}")
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "verify":
-        _verify_main(sys.argv[2])

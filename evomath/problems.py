@@ -7,9 +7,12 @@ import json
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Literal
+
+from evomath.problem import Problem
 
 log = logging.getLogger(__name__)
 
@@ -17,14 +20,6 @@ AnswerFormat = Literal["auto", "plain", "gsm8k"]
 QUESTION_FIELDS = ("question", "problem")
 ANSWER_FIELDS = ("answer", "final_answer")
 ID_FIELDS = ("id", "unique_id", "problem_id")
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    question: str = field(hash=False)
-    answer: str = field(hash=False)  # normalised gold final answer (GSM8K "#### 1,234" -> "1234")
-    meta: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 class ProblemFileError(ValueError):
@@ -42,7 +37,7 @@ class BenchmarkSpec:
 
 def _demo(split: str, n: int, ops: tuple[int, ...] = (1, 2, 3, 4)) -> Callable[[], list[Problem]]:
     def generate() -> list[Problem]:
-        from evomath.demo_data import demo_problems  # demo_data imports this module
+        from evomath.demo_data import demo_problems  # generated on first use
 
         return demo_problems(split, n, ops=ops)
 

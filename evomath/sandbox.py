@@ -106,9 +106,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from evomath.config import SandboxConfig
 from evomath.sandbox_worker import remove_tree

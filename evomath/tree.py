@@ -6,9 +6,9 @@ so everything a later stage needs (visits, values, PPM scores, terminal kind, gr
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from evomath.files import append_jsonl, read_jsonl, write_jsonl
 
@@ -143,7 +143,7 @@ class Tree:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "Tree":
+    def from_dict(cls, raw: dict) -> Tree:
         nodes = [Node(**n) for n in raw["nodes"]]
         return cls(raw["problem_id"], raw["question"], raw["gold"], nodes=nodes, meta=raw.get("meta", {}))
 

@@ -11,13 +11,14 @@ import re
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from evomath import engines, stages
+from evolution import stages
+from evolution.stages import RoundContext
+from evomath import engines
 from evomath.config import ExperimentConfig
-from evomath.stages import RoundContext
-from evomath.tracking import Tracker, pin
 from tasks import reports
 from tasks import stages as stage_tasks
 from tasks.stages import artifact_key
+from tasks.tracking import Tracker, pin
 
 
 def _slug(*parts: str | None) -> str:

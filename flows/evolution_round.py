@@ -11,14 +11,15 @@ import hashlib
 
 from prefect import flow
 
-from evomath import engines, stages
+from evolution import stages
+from evolution.stages import STAGES, RoundContext
+from evomath import engines
 from evomath.config import ExperimentConfig
-from evomath.stages import STAGES, RoundContext
-from evomath.tracking import Tracker, pin
 from flows.scale import ScaleOut
 from tasks import reports
 from tasks import stages as stage_tasks
 from tasks.shards import generate_shard, merge_shards
+from tasks.tracking import Tracker, pin
 
 
 def config_hash(config: ExperimentConfig) -> str:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from prefect import flow
 
-from evomath import stages
-from evomath.config import ExperimentConfig
 from evaluation.report import plot_rounds
-from evomath.tracking import Tracker
+from evolution import stages
+from evomath.config import ExperimentConfig
 from flows.evolution_round import config_hash, evolution_round
 from flows.scale import ScaleOut
 from tasks import reports
 from tasks import stages as stage_tasks
+from tasks.tracking import Tracker
 
 TABLE_FILE = "evolution.json"
 PLOT_FILE = "rounds.png"

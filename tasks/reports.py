@@ -7,15 +7,15 @@ same row the MLflow round run carries as metrics and the evolution table stacks 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from evolution import stages
+from evolution.stages import RoundContext
 from evomath.config import ExperimentConfig
 from evomath.files import write_json
-from evomath import stages
-from evomath.stages import RoundContext
 from tasks.stages import artifact_key
 
 HEADLINE = {(name, metric): column for name, stage in stages.REGISTRY.items() for metric, column in stage.headline}

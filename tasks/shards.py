@@ -13,10 +13,10 @@ from pathlib import Path
 
 from prefect import task
 
-from evomath import stages
-from evomath.stages import RoundContext
-from evomath.tree import read_trees, write_trees
+from evolution import stages
+from evolution.stages import RoundContext
 from evomath.files import write_jsonl
+from evomath.tree import read_trees, write_trees
 
 
 def shard_context(ctx: RoundContext, index: int, count: int) -> RoundContext:

@@ -1,4 +1,4 @@
-"""One thin Prefect task per round stage of ``evomath.stages``.
+"""One thin Prefect task per round stage of ``evolution.stages``.
 
 A task's cache key is the stage layer's own key (the stage, the config, the round's models and the
 SHA-256 of the stage's input files) and its result is persisted as JSON under the run dir, so a
@@ -17,10 +17,10 @@ from pathlib import Path
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from evomath import stages
+from evolution import stages
+from evolution.stages import RoundContext
 from evomath.config import ExperimentConfig
-from evomath.stages import RoundContext
-from evomath.tracking import Tracker
+from tasks.tracking import Tracker
 
 
 def results_dir(config: ExperimentConfig) -> Path:

@@ -9,7 +9,8 @@ errors) is hard too: the search found nothing, which is exactly what extra rollo
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 from evomath.tree import Tree
 

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
     add_train_commands(sub)
-    from evomath.cli import run_command
+    from evomath.commands import run_command
 
     return run_command(parser.parse_args(argv))
 

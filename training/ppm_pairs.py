@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 
 from evomath.config import PPMConfig
+from evomath.files import write_jsonl
 from evomath.scoring import ppm_text
 from evomath.tree import Tree, read_trees
-from evomath.files import write_jsonl
 from training import TrainingInputError
 from training.trajectories import Trajectory, answered_trajectories, rank_key
 

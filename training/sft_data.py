@@ -7,13 +7,13 @@ policy should not learn to write failing code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 from tqdm import tqdm
 
-from evomath.tree import Tree, read_trees
 from evomath.files import write_jsonl
+from evomath.tree import Tree, read_trees
 from training import TrainingInputError
 from training.trajectories import Trajectory, answered_trajectories, rank_key
 

@@ -6,8 +6,9 @@ in-process vLLM engine (CPU or GPU) and on a remote OpenAI-compatible server.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ Requests go out concurrently; vLLM's server batches them on its side.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
 
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig

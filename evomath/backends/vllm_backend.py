@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig

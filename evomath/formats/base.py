@@ -7,8 +7,9 @@ inverts the join the way generation with the format's stops would have cut it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 PROMPT_STYLES = ("few_shot", "bare", "chat", "chat_few_shot")
 # What the policy is fine-tuned on for each generation style: rStar drops the few-shot examples.

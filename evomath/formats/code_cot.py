@@ -18,7 +18,7 @@ the last code step prints the result and ends ``<end_of_code>``. The search runs
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from evomath.formats.base import ParsedStep, PromptedFormat, split_on_stops
 from evomath.grading import last_boxed

@@ -4,7 +4,7 @@ the search-and-learn recipes); the last step holds the final answer in ``\\boxed
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from evomath.formats.base import ParsedStep, PromptedFormat
 from evomath.grading import last_boxed

@@ -6,7 +6,7 @@ function); no Prefect or MLflow here. Every method batches all its problems into
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from evomath.search.beam import beam_search
 from evomath.search.engine import SearchEnv, SearchStats, TreeCallback, ValueFn

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 from evomath.config import SearchConfig
 from evomath.search.engine import (

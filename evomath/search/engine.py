@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -42,13 +43,13 @@ class SearchEnv:
     the sandbox (None for steps without code), the grader, and optionally a value function (a PPM)."""
 
     backend: Any
-    fmt: "StepFormat"
+    fmt: StepFormat
     config: SearchConfig
     sandbox: Any = None
     grader: Any = None
     value_fn: ValueFn | None = None
 
-    def with_config(self, **updates) -> "SearchEnv":
+    def with_config(self, **updates) -> SearchEnv:
         """The same environment with some search settings changed (a seed, a beam width)."""
         return replace(self, config=self.config.model_copy(update=updates))
 
@@ -114,7 +115,7 @@ class SearchState:
         raise NotImplementedError
 
 
-def new_tree(problem: "Problem") -> Tree:
+def new_tree(problem: Problem) -> Tree:
     return Tree(problem.id, problem.question, problem.answer)
 
 
@@ -122,7 +123,7 @@ def new_tree(problem: "Problem") -> Tree:
 class _Child:
     tree: Tree
     node: Node
-    parsed: "ParsedStep | None"
+    parsed: ParsedStep | None
 
 
 class Expander:
@@ -314,7 +315,7 @@ class Driver:
         self.on_tree_done, self.progress = on_tree_done, progress
 
     def run(
-        self, problems: Sequence["Problem"], start: Callable[["Problem"], SearchState]
+        self, problems: Sequence[Problem], start: Callable[[Problem], SearchState]
     ) -> tuple[list[Tree], SearchStats]:
         stats = SearchStats()
         began = time.perf_counter()

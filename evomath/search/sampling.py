@@ -8,8 +8,8 @@ one step per batch, all chains of all problems together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from evomath.search.engine import (
     Driver,

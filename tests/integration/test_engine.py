@@ -57,7 +57,7 @@ def test_embedded_model_verifies_in_a_fresh_vllm_process(embedded_model_dir):
 
 def test_sample_command_prints_samples(policy_backend, monkeypatch, capsys):
     import evomath.backends as backends
-    from evomath.cli import main
+    from deployments.cli import main
 
     monkeypatch.setattr(policy_backend, "close", lambda: None)
     monkeypatch.setattr(backends, "make_backend", lambda model, config=None, in_process=None: policy_backend)

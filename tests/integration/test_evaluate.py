@@ -7,15 +7,15 @@ import json
 
 import pytest
 
+from deployments.cli import main
 from evaluation import evaluate_suite
-from evomath.cli import main
 from evomath.config import SearchConfig
+from evomath.files import read_jsonl
 from evomath.formats import make_format
 from evomath.grading import Grader
 from evomath.problems import load_benchmark
 from evomath.scoring import HEAD, MARKER_KEY, NotAPPMError, load_scorer
 from evomath.tree import read_trees
-from evomath.files import read_jsonl
 
 pytestmark = pytest.mark.slow
 

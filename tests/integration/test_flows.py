@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from evomath import stages
+from evolution import stages
 from evomath.config import ExperimentConfig, load_config
-from evomath.tree import Node, Tree, append_trees, read_trees, write_trees
 from evomath.files import read_jsonl, write_jsonl
+from evomath.tree import Node, Tree, append_trees, read_trees, write_trees
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,9 +188,8 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
 
 def test_round_from_mlflow_uri(harness, fake_stages, tmp_path):
     """A round's generator given as ``models:/policy@champion`` generates with that version, pinned."""
-    from evomath.tracking import Tracker
-
     from flows.evolution_round import evolution_round
+    from tasks.tracking import Tracker
 
     config = ExperimentConfig(name="fake-uri", run_dir=tmp_path / "runs")
     tracker = Tracker.for_config(config)
@@ -240,9 +239,9 @@ def test_generation_resumes_after_crash(harness, tmp_path, monkeypatch, embedded
     from prefect import flow, get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
 
-    from evomath.tracking import Tracker
     from tasks import stages as stage_tasks
     from tasks.stages import ProgressArtifact
+    from tasks.tracking import Tracker
 
     @flow(name="generate-only")
     def generate_only(ctx: stages.RoundContext) -> dict:

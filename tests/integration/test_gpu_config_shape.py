@@ -24,11 +24,11 @@ import torch
 from hf_cache import install_snapshot
 from safetensors import safe_open
 
-from evomath import stages
+from evolution import stages
 from evomath.config import apply_overrides, load_config
+from evomath.files import write_jsonl
 from evomath.scoring import ppm_text
 from evomath.tree import read_trees
-from evomath.files import write_jsonl
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def hub(embedded_model_dir, tmp_path_factory):
 
 
 def evomath(env, *args, timeout=1500) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "evomath.cli", *args], env=env, cwd=REPO, capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "deployments.cli", *args], env=env, cwd=REPO, capture_output=True,
                             text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
@@ -116,7 +116,7 @@ def test_an_uncached_hub_id_fails_before_any_work_with_the_download_hint(hub):
     root, _, env = hub
     write_jsonl(root / "one.jsonl", [{"prompt": "q", "completion": "a"}])
     result = subprocess.run(
-        [sys.executable, "-m", "evomath.cli", "train", "sft", "--data", str(root / "one.jsonl"), "--base",
+        [sys.executable, "-m", "deployments.cli", "train", "sft", "--data", str(root / "one.jsonl"), "--base",
          "nobody/no-such-model", "--out", str(root / "never")], env=env, cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "hf download nobody/no-such-model" in result.stderr

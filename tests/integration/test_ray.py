@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from evomath import stages
+from evolution import stages
 from evomath.config import load_config
 from evomath.files import read_jsonl
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from evomath import stages
+from evolution import stages
 from evomath.config import load_config
-from evomath.tree import read_trees
 from evomath.files import read_jsonl
+from evomath.tree import read_trees
 
 pytestmark = pytest.mark.slow
 TINY = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"

@@ -15,9 +15,9 @@ import torch
 from safetensors import safe_open
 
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
+from evomath.files import write_jsonl
 from evomath.scoring import NotAPPMError, is_ppm_dir, load_scorer, ppm_text
 from evomath.tree import Tree, write_trees
-from evomath.files import write_jsonl
 from training import TrainingInputError
 from training.cli import main
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from evomath import servers
+from deployments import servers
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -79,7 +79,7 @@ def test_ui_screenshots(services, tmp_path):
 
     from deployments.deploy import deploy
     from evomath.config import ExperimentConfig
-    from evomath.tracking import Tracker
+    from tasks.tracking import Tracker
 
     chromium = _chromium()
     run_dir, where, _ = services

@@ -19,8 +19,9 @@ fs-read, scratch, status.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 ALL = frozenset({"bwrap", "namespaces", "none"})
 NS = frozenset({"bwrap", "namespaces"})  # needs a mount / network / PID namespace

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from search_fakes import FakeFormat, Problem
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SearchConfig
 from evomath.search import SearchEnv, beam_search, run_search
-from search_fakes import FakeFormat, Problem
 
 
 class FakeBackend:

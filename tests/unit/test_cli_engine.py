@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import evomath.backends as backends
-from evomath.cli import main
+from deployments.cli import main
 
 
 class _Built(Exception):

@@ -8,20 +8,27 @@ import json
 import re
 
 import pytest
+from search_fakes import Step
 
+from deployments.cli import main
 from evaluation import (
-    evaluate, evaluate_suite, flat_metrics, format_table, parse_method, parse_methods, plot_rounds, summarize,
+    evaluate,
+    evaluate_suite,
+    flat_metrics,
+    format_table,
+    parse_method,
+    parse_methods,
+    plot_rounds,
+    summarize,
 )
 from evaluation.report import plot_accuracy_vs_tokens
 from evaluation.run import choose
 from evaluation.select import Solution, choose_beam, choose_mcts, choose_offline, choose_samples, majority
 from evomath.backends.base import Completion, GenerationResult
-from evomath.cli import main
 from evomath.config import SearchConfig
+from evomath.files import read_jsonl
 from evomath.problems import Problem
 from evomath.tree import Tree, read_trees
-from evomath.files import read_jsonl
-from search_fakes import Step
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -442,10 +449,9 @@ class BoxingBackend:
 
 
 def test_evaluate_models_is_the_stage(tmp_path, monkeypatch, caplog):
+    from evaluation.run import evaluate_models
     from evomath import engines
     from evomath.config import EvalConfig, ExperimentConfig
-
-    from evaluation.run import evaluate_models
 
     asked = []
     monkeypatch.setattr(engines, "get_backend", lambda model, cfg: asked.append(model) or BoxingBackend())

@@ -8,6 +8,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import pytest
+from search_fakes import Problem, Step
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SearchConfig
@@ -15,7 +16,6 @@ from evomath.search import SearchEnv, SearchStats, mcts, run_search
 from evomath.search.engine import derive_seed
 from evomath.search.mcts import TreeSearch, uct
 from evomath.tree import Node, Tree, append_trees, read_trees
-from search_fakes import Problem, Step
 
 
 # --- fakes -------------------------------------------------------------------------------------
@@ -183,7 +183,6 @@ def test_select_skips_terminals_busy_leaves_and_marks_dead():
 
 
 def test_virtual_loss_follows_the_rollout_and_is_released():
-    from evomath.search.engine import Expansion
 
     tree = Tree("p", "q", "5")
     search = TreeSearch(tree, SearchConfig(rollouts=2), parallel_rollouts=2)

@@ -123,7 +123,7 @@ def test_full_disk_gives_one_line_error_and_no_partial_dir(home, monkeypatch):
 
 
 def test_cli_reports_bad_model_in_one_line(home, capsys):
-    from evomath.cli import main
+    from deployments.cli import main
 
     assert main(["sample", "1+1?", "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()

@@ -9,7 +9,7 @@ import pytest
 
 from evomath import plan as planning
 from evomath.config import apply_overrides, load_config
-from evomath.plan import GiB, Devices, ModelShape, PlanError, make_plan
+from evomath.plan import Devices, GiB, ModelShape, PlanError, make_plan
 
 QWEN_7B = ModelShape.from_config("qwen-7b", planning.KNOWN_CONFIGS["Qwen/Qwen2.5-Math-7B"])
 QWEN_15B = ModelShape.from_config("qwen-1.5b", planning.KNOWN_CONFIGS["Qwen/Qwen2.5-Math-1.5B"])

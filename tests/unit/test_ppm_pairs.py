@@ -5,10 +5,10 @@ import random
 import pytest
 
 from evomath.config import PPMConfig
+from evomath.files import read_jsonl
 from evomath.formats import make_format
 from evomath.scoring import ppm_text
 from evomath.tree import Tree, write_trees
-from evomath.files import read_jsonl
 from training import TrainingInputError
 from training.ppm_pairs import (
     build_pairs,

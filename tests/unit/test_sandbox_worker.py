@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from evomath import sandbox, sandbox_worker as W
+from evomath import sandbox
+from evomath import sandbox_worker as W
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox needs Linux")
 

@@ -2,9 +2,9 @@
 
 import pytest
 
+from evomath.files import read_jsonl
 from evomath.formats import make_format
 from evomath.tree import Tree, write_trees
-from evomath.files import read_jsonl
 from training import TrainingInputError
 from training.sft_data import make_sft_data, select_sft
 

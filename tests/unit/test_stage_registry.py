@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from evomath import stages
+from evolution import stages
 
 
 def test_every_stage_reads_only_what_earlier_stages_write():

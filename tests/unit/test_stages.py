@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from evomath import stages
+from evolution import stages
 from evomath.config import ExperimentConfig
-from evomath.tree import Tree, append_trees, read_trees
 from evomath.files import write_json, write_jsonl
+from evomath.tree import Tree, append_trees, read_trees
 
 
 def config(tmp_path, **updates) -> ExperimentConfig:

@@ -4,7 +4,7 @@ Each one runs detached in its own session, with a pid file (pid, start time, por
 ``<run_dir>/servers/``. ``up`` is idempotent (a service already running is left alone) and waits
 until each answers its health check; ``down`` stops exactly the process groups it started, checked
 by pid and start time, so a reused pid is never signalled. The MLflow server uses the same SQLite
-store and artifact folder as runs made without it (``evomath/tracking.py``).
+store and artifact folder as runs made without it (``tasks/tracking.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evomath import tracking
+from tasks import tracking
 
 POOL = "evomath-local"
 HOST = "127.0.0.1"

@@ -19,12 +19,14 @@ import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 from urllib.parse import quote, urlparse
 
 from pydantic import BaseModel
+
+from evomath.models import models_dir, register_uri_resolver
 
 CHAMPION = "champion"
 KEY_TAG = "evomath.key"
@@ -114,7 +116,7 @@ class Tracker:
         self.experiment_id = self._experiment(experiment)
 
     @classmethod
-    def for_config(cls, config) -> "Tracker":
+    def for_config(cls, config) -> Tracker:
         return cls(config.name, config.run_dir)
 
     def _experiment(self, name: str) -> str:
@@ -357,8 +359,6 @@ def download_model(uri: str) -> Path:
     """A ``models:/`` or ``runs:/`` URI as a local model directory, downloaded once and cached."""
     import mlflow.artifacts
 
-    from evomath.models import models_dir
-
     pinned, store = pin(uri), tracking_uri()
     # Version numbers are per store: the store's hash keeps two stores' "policy/3" apart.
     target = models_dir() / "mlflow" / f"{_slug(pinned)}-{hashlib.sha256(store.encode()).hexdigest()[:10]}"
@@ -379,3 +379,7 @@ def download_model(uri: str) -> Path:
 
 def _slug(uri: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in uri.split(":/", 1)[1].strip("/"))
+
+
+register_uri_resolver("models:/", download_model)
+register_uri_resolver("runs:/", download_model)

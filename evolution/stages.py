@@ -16,19 +16,19 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from evomath import engines
 from evomath.config import ExperimentConfig, SearchConfig
+from evomath.files import private_dir, read_jsonl, write_json, write_jsonl
 from evomath.models import model_fingerprint
 from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
 from evomath.search.engine import SearchEnv
 from evomath.tree import Tree, append_trees, read_trees, write_trees
-from evomath.files import private_dir, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 

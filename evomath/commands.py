@@ -1,13 +1,9 @@
-"""The ``evomath`` command line.
-
-Each command group lives beside the code it drives and adds its own subparser here; this module only
-assembles them, so ``evomath --help`` lists everything and importing it stays cheap (heavy imports
-happen inside the command functions).
-"""
+"""What every command line of evomath shares: the runner that turns expected failures into one
+line and exit code 2, and the core's own command groups (models, sample). The ``evomath`` command
+(``deployments/cli.py``) and ``python -m training.cli`` both run their commands through it."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -16,8 +12,11 @@ import threading
 from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS, ModelError
 from evomath.plan import PlanError
 
+# Failures a user can act on: printed as one line, exit code 2 (EVOMATH_DEBUG=1 shows the traceback).
+EXPECTED_ERRORS = (ModelError, ValueError, FileNotFoundError, PlanError)
 
-def _add_models(sub) -> None:
+
+def add_model_commands(sub) -> None:
     models = sub.add_parser("models", help="install, convert and list models")
     msub = models.add_subparsers(dest="models_command", required=True)
     pull = msub.add_parser(
@@ -53,7 +52,7 @@ def _cmd_list(args) -> int:
     return 0
 
 
-def _add_sample(sub) -> None:
+def add_sample_command(sub) -> None:
     sample = sub.add_parser(
         "sample",
         help="sample answers to a question from a model (start here)",
@@ -90,40 +89,10 @@ def _cmd_sample(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="evomath",
-        description="Self-evolving small math models: MCTS over verified steps, SFT on the best "
-        "trajectories, a process preference model, repeated for rounds.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_models(sub)
-    _add_sample(sub)
-    for add in _command_groups():
-        add(sub)
-    return parser
-
-
-def _command_groups():
-    """Command groups defined beside their code (search, data, train, evaluate, servers, runs)."""
-    from evaluation.cli import add_evaluate_command
-    from evomath.run_cli import add_loop_commands
-    from evomath.search.cli import add_search_command
-    from evomath.servers import add_server_commands
-    from training.cli import add_data_commands, add_train_commands
-
-    return [add_search_command, add_data_commands, add_train_commands, add_evaluate_command, add_loop_commands,
-            add_server_commands]
-
-
 def _exit_on_sigterm(signum, frame) -> None:
     """Turn SIGTERM into SystemExit so ``finally`` blocks shut engines down (vLLM's worker
     processes otherwise outlive a terminated parent)."""
     sys.exit(128 + signum)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
 
 
 def run_command(args) -> int:
@@ -132,12 +101,8 @@ def run_command(args) -> int:
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args) or 0
-    except (ModelError, ValueError, FileNotFoundError, PlanError) as err:
+    except EXPECTED_ERRORS as err:
         if os.environ.get("EVOMATH_DEBUG"):
             raise
         print(f"evomath: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

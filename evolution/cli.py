@@ -53,7 +53,7 @@ def _config(args):
 
 
 def cmd_run(args) -> int:
-    from evomath import stages
+    from evolution import stages
 
     config = _config(args)
     if args.rounds is not None:
@@ -72,8 +72,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from evolution import stages
     from evomath import plan as planning
-    from evomath import stages
     from evomath.tree import read_trees
 
     config = _config(args)
