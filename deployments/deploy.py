@@ -1,6 +1,6 @@
 """Deploy prefect.yaml to a Prefect server: ``python -m deployments.deploy [--config FILE] [--api-url URL]``.
 
-Creates the ``evomath-local`` process pool if missing (one flow run at a time: a CPU machine runs one
+Creates the process pool prefect.yaml names (``evomath-local``) if missing (one flow run at a time: a CPU machine runs one
 engine), runs ``prefect deploy --all`` from the repository root (the worker then runs the flows from
 this checkout), and, given a config, makes it every deployment's default ``config`` parameter.
 """
@@ -17,7 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = REPO / "prefect.yaml"
-POOL = "evomath-local"
+POOL = yaml.safe_load(PREFECT_FILE.read_text())["definitions"]["work_pool"]["name"]  # named once, there
 
 
 def deployment_names(prefect_file: Path = PREFECT_FILE) -> dict[str, str]:

@@ -20,9 +20,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployments.deploy import POOL
 from tasks import tracking
 
-POOL = "evomath-local"
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
 
