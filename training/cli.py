@@ -14,9 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evomath.formats import PROMPT_STYLES
-
-STEP_FORMATS = ("code", "natural")
+from evomath.config import add_section_flags, add_set_flag
 
 
 def add_data_commands(subparsers) -> None:
@@ -45,11 +43,9 @@ def add_data_commands(subparsers) -> None:
     )
     sft.add_argument("--trees", required=True, type=Path, help="trees JSONL from the search")
     sft.add_argument("--out", required=True, type=Path, help="SFT JSONL to write")
-    _add_format_args(sft)
-    sft.add_argument("--prompt-style", choices=PROMPT_STYLES, default="few_shot",
-                     help="prompt style of the rendered prompt (few_shot trains on the bare prompt, as rStar)")
     sft.add_argument("--model", help="model whose chat template renders prompts (needed by --prompt-style chat)")
     sft.add_argument("--top-k", type=int, default=2, help="trajectories per problem (rStar: 2)")
+    _add_config_args(sft, ("search", ["step_format", "prompt_style"]))
     sft.set_defaults(func=cmd_sft_data)
 
     pairs = sub.add_parser(
@@ -60,10 +56,8 @@ def add_data_commands(subparsers) -> None:
     )
     pairs.add_argument("--trees", required=True, type=Path, help="trees JSONL from the search")
     pairs.add_argument("--out", required=True, type=Path, help="pairs JSONL to write")
-    _add_format_args(pairs)
-    _add_config_arg(pairs)
-    pairs.add_argument("--min-q-margin", type=float, help="drop pairs whose Q differ by less (rStar 0.5)")
-    pairs.add_argument("--min-edit-distance", type=int, help="drop pairs whose texts differ by fewer characters")
+    _add_config_args(pairs, ("search", ["step_format"]), ("ppm", ["min_q_margin", "min_edit_distance", "max_pairs",
+                                                                  "seed"]))
     pairs.set_defaults(func=cmd_pairs)
 
 
@@ -82,7 +76,7 @@ def add_train_commands(subparsers) -> None:
         description="TRL SFTTrainer, full or LoRA (merged back); the output directory appears only when complete.",
     )
     sft.add_argument("--data", required=True, type=Path, help="SFT JSONL from `data sft`")
-    _add_train_args(sft)
+    _add_train_args(sft, "sft")
     sft.set_defaults(func=cmd_train_sft)
 
     ppm = sub.add_parser(
@@ -92,35 +86,27 @@ def add_train_commands(subparsers) -> None:
         "bounded scores; reports pair accuracy on held-out problems.",
     )
     ppm.add_argument("--pairs", required=True, type=Path, help="pairs JSONL from `data pairs`")
-    _add_train_args(ppm)
-    ppm.add_argument("--heldout-fraction", type=float, help="share of pairs held out for accuracy (default 0.05)")
+    _add_train_args(ppm, "ppm")
     ppm.set_defaults(func=cmd_train_ppm)
 
 
-def _add_format_args(parser) -> None:
-    parser.add_argument("--format", dest="step_format", choices=STEP_FORMATS, default="code",
-                        help="step format the trees were searched in (default code)")
+def _add_config_args(parser, *sections: tuple[str, list[str] | None]) -> None:
+    """--config, the flags of the config fields the command reads (spelled like the fields), and --set."""
+    parser.add_argument("--config", type=Path, help="experiment YAML; the flags below override its values")
+    for section, fields in sections:
+        add_section_flags(parser, section, fields)
+    add_set_flag(parser)
 
 
-def _add_config_arg(parser) -> None:
-    parser.add_argument("--config", type=Path, help="experiment YAML; its sft/ppm section gives the defaults")
-
-
-def _add_train_args(parser) -> None:
-    parser.add_argument("--base", required=True, help="starting model: embedded name, directory or models:/ URI")
+def _add_train_args(parser, section: str) -> None:
+    parser.add_argument("--base", required=True, help="starting model: embedded name, directory, hub id or models:/ URI")
     parser.add_argument("--out", required=True, type=Path, help="model directory to create")
-    _add_config_arg(parser)
-    parser.add_argument("--lora", action=argparse.BooleanOptionalAction, default=None, help="train LoRA adapters")
-    parser.add_argument("--lr", type=float, help="learning rate (rStar 7e-6)")
-    parser.add_argument("--epochs", type=float, help="epochs (rStar 2)")
-    parser.add_argument("--batch-size", type=int, help="effective batch size (gradient accumulation fills it)")
-    parser.add_argument("--per-device-batch-size", type=int, help="micro-batch per device")
-    parser.add_argument("--max-length", type=int, help="maximum tokens per sequence")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke tests)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-step logs")
     parser.add_argument("--print-command", action="store_true",
                         help="print the command that would train (accelerate launch on several GPUs) and exit")
+    _add_config_args(parser, (section, None))
 
 
 def cmd_buckets(args) -> int:
@@ -141,14 +127,15 @@ def cmd_sft_data(args) -> int:
     from evomath.formats import make_format
     from training.sft_data import chat_fn, make_sft_data
 
+    search = _experiment(args).search
     chat = None
-    if args.prompt_style.startswith("chat"):
+    if search.prompt_style.startswith("chat"):
         if not args.model:
             raise ValueError("--prompt-style chat needs --model: its chat template renders the prompts")
         from evomath.models import resolve_model
 
         chat = chat_fn(resolve_model(args.model))
-    fmt = make_format(args.step_format, args.prompt_style, chat=chat)
+    fmt = make_format(search.step_format, search.prompt_style, chat=chat)
     summary = make_sft_data(args.trees, args.out, fmt, top_k=args.top_k, progress=True)
     print(json.dumps(summary, indent=2))
     return 0
@@ -158,8 +145,9 @@ def cmd_pairs(args) -> int:
     from evomath.formats import make_format
     from training.ppm_pairs import make_pairs
 
-    config = _section(args, "ppm", min_q_margin=args.min_q_margin, min_edit_distance=args.min_edit_distance)
-    summary = make_pairs(args.trees, args.out, make_format(args.step_format), config, progress=True)
+    experiment = _experiment(args)
+    summary = make_pairs(args.trees, args.out, make_format(experiment.search.step_format), experiment.ppm,
+                         progress=True)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -173,10 +161,10 @@ def cmd_train_sft(args) -> int:
 def cmd_train_ppm(args) -> int:
     from training.ppm import train_ppm
 
-    return _train(args, "ppm", train_ppm, args.pairs, heldout_fraction=args.heldout_fraction)
+    return _train(args, "ppm", train_ppm, args.pairs)
 
 
-def _train(args, section: str, train_fn, data_path: Path, **overrides) -> int:
+def _train(args, section: str, train_fn, data_path: Path) -> int:
     """Run in-process on one device; on several GPUs re-launch this command under accelerate + FSDP."""
     command = _relaunch_command()
     if command or args.print_command:
@@ -186,10 +174,7 @@ def _train(args, section: str, train_fn, data_path: Path, **overrides) -> int:
         return subprocess.run(command).returncode
     from evomath.models import resolve_model
 
-    config = _section(
-        args, section, learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size,
-        per_device_batch_size=args.per_device_batch_size, max_length=args.max_length, lora=args.lora, **overrides,
-    )
+    config = getattr(_experiment(args), section)
     metrics = train_fn(
         data_path, resolve_model(args.base), args.out, config,
         progress=not args.no_progress, overwrite=args.overwrite, max_steps=args.max_steps,
@@ -198,13 +183,11 @@ def _train(args, section: str, train_fn, data_path: Path, **overrides) -> int:
     return 0
 
 
-def _section(args, name: str, **overrides):
-    """The config section from --config (or the defaults), with the flags that were given applied."""
-    from evomath.config import ExperimentConfig, load_config
+def _experiment(args):
+    """The config from --config (or the defaults) with the flags and --set that were given applied."""
+    from evomath.config import ExperimentConfig, config_from_args, load_config
 
-    experiment = load_config(args.config) if args.config else ExperimentConfig()
-    section = getattr(experiment, name)
-    return section.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return config_from_args(args, load_config(args.config) if args.config else ExperimentConfig())
 
 
 def _relaunch_command() -> list[str] | None:

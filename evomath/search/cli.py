@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from evomath.formats import PROMPT_STYLES
+from evomath.config import add_section_flags, add_set_flag
 from evomath.search import METHODS
 
 
@@ -17,8 +16,7 @@ def add_search_command(subparsers) -> None:
         description="Search every problem with one method and write the trees to OUT/trees.jsonl "
         "(appended as each problem finishes) and the totals to OUT/stats.json. Defaults follow "
         "rStar-Math's data generation (16 rollouts, 12 candidates, c=2); --config sets them from a YAML "
-        "file and the flags below override it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "file, and the search flags below (named like its search: fields) and --set override it.",
     )
     parser.add_argument("--method", choices=METHODS, default="mcts")
     parser.add_argument("--problems", required=True,
@@ -28,36 +26,14 @@ def add_search_command(subparsers) -> None:
     parser.add_argument("--ppm", default=None, help="PPM directory: the value function (MCTS priors, beam scores)")
     parser.add_argument("--config", default=None, help="an ExperimentConfig YAML (its search/engine/sandbox sections)")
     parser.add_argument("--limit", type=int, default=None, help="search a seeded random subset of this size")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--format", dest="step_format", choices=["code", "natural"], default=None)
-    parser.add_argument("--prompt-style", choices=PROMPT_STYLES, default=None)
-    parser.add_argument("--rollouts", type=int, default=None, help="MCTS rollouts per problem")
-    parser.add_argument("--n-candidates", type=int, default=None, help="candidate steps per expansion")
-    parser.add_argument("--n-samples", type=int, default=None, help="best-of-N: solutions per problem")
-    parser.add_argument("--beam", default=None, metavar="B1xB2", help="beam search widths, e.g. 3x5")
-    parser.add_argument("--temperature", type=float, default=None)
-    parser.add_argument("--max-depth", type=int, default=None)
-    parser.add_argument("--max-step-tokens", type=int, default=None)
-    parser.add_argument("--c-puct", type=float, default=None)
+    add_section_flags(parser, "search")
+    add_set_flag(parser)
     parser.set_defaults(func=run_search_command)
-
-
-def _search_config(args, base):
-    updates = {
-        name: getattr(args, name)
-        for name in ("step_format", "prompt_style", "rollouts", "n_candidates", "n_samples", "temperature",
-                     "max_depth", "max_step_tokens", "c_puct", "seed")
-        if getattr(args, name) is not None
-    }
-    if args.beam:
-        width, _, expand = args.beam.partition("x")
-        updates |= {"beam_width": int(width), "beam_expand": int(expand)}
-    return base.model_copy(update=updates)
 
 
 def run_search_command(args) -> int:
     from evomath.backends import make_backend
-    from evomath.config import ExperimentConfig, load_config
+    from evomath.config import ExperimentConfig, config_from_args, load_config
     from evomath.files import private_dir
     from evomath.formats import make_format
     from evomath.grading import Grader
@@ -66,8 +42,8 @@ def run_search_command(args) -> int:
     from evomath.search import SearchEnv, run_search
     from evomath.tree import append_trees
 
-    config = load_config(args.config) if args.config else ExperimentConfig()
-    search = _search_config(args, config.search)
+    config = config_from_args(args, load_config(args.config) if args.config else ExperimentConfig())
+    search = config.search
     problems = load_benchmark(args.problems, limit=args.limit, seed=search.seed)
     value_fn = None
     if args.ppm:

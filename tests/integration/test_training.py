@@ -168,12 +168,12 @@ def test_data_commands_write_buckets_sft_data_and_pairs(tmp_path, capsys):
     assert json.loads((tmp_path / "b.json").read_text()) == {
         "counts": {"easy": 0, "medium": 1, "hard": 0}, "hard_problem_ids": []}
     assert main(["data", "sft", "--trees", str(tmp_path / "trees.jsonl"), "--out", str(tmp_path / "sft.jsonl"),
-                 "--format", "natural"]) == 0
+                 "--step-format", "natural"]) == 0
     assert main(["data", "pairs", "--trees", str(tmp_path / "trees.jsonl"), "--out", str(tmp_path / "pairs.jsonl"),
-                 "--format", "natural", "--min-edit-distance", "5"]) == 0
+                 "--step-format", "natural", "--min-edit-distance", "5"]) == 0
     assert '"pairs": 2' in capsys.readouterr().out  # the step pair and the final-answer pair
     assert main(["data", "sft", "--trees", str(tmp_path / "trees.jsonl"), "--out", str(tmp_path / "c.jsonl"),
-                 "--format", "natural", "--prompt-style", "chat"]) == 2
+                 "--step-format", "natural", "--prompt-style", "chat"]) == 2
     assert "--prompt-style chat needs --model" in capsys.readouterr().err
 
 
