@@ -135,11 +135,7 @@ def choose_mcts(spec: MethodSpec, trees: Sequence[Tree]) -> Choice:
 def descend(tree: Tree, key: Callable[[Node], float | tuple]) -> Node | None:
     """AlphaMath's offline inference: from the root, follow the child with the best key among
     those with an answer below, down to an answer."""
-    reaches = {n.id: False for n in tree.nodes}
-    for node in tree.nodes:
-        if is_answer(node):
-            for n in [*tree.path(node), tree.root]:
-                reaches[n.id] = True
+    reaches = tree.leads_to(is_answer)
     node = tree.root
     while not is_answer(node):
         options = [c for c in tree.children(node) if reaches[c.id]]

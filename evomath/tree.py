@@ -6,7 +6,7 @@ so everything a later stage needs (visits, values, PPM scores, terminal kind, gr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,24 +74,25 @@ class Tree:
     def children(self, node: Node) -> list[Node]:
         return [self.nodes[i] for i in node.children]
 
+    def ancestors(self, node: Node) -> Iterator[Node]:
+        """``node``, its parent, ... up to the root (the one walk up every other one uses)."""
+        current: Node | None = node
+        while current is not None:
+            yield current
+            current = self.nodes[current.parent] if current.parent is not None else None
+
     def path(self, node: Node) -> list[Node]:
         """Steps from the first one down to ``node`` (the root excluded)."""
-        steps = []
-        while node.parent is not None:
-            steps.append(node)
-            node = self.nodes[node.parent]
-        return steps[::-1]
+        return [n for n in self.ancestors(node) if n.parent is not None][::-1]
 
     def steps_text(self, node: Node) -> list[str]:
         return [n.text for n in self.path(node)]
 
     def backup(self, node: Node, value: float) -> None:
         """Add ``value`` to every node from ``node`` up to the root."""
-        current: Node | None = node
-        while current is not None:
+        for current in self.ancestors(node):
             current.visits += 1
             current.value_sum += value
-            current = self.nodes[current.parent] if current.parent is not None else None
 
     def terminals(self) -> list[Node]:
         return [n for n in self.nodes if n.is_terminal]
@@ -117,20 +118,21 @@ class Tree:
 
     def leads_to_correct(self) -> dict[int, bool]:
         """For each node: is some success (``is_success``) at or below it?"""
-        return self._leads_to(self.is_success)
+        return self.leads_to(self.is_success)
 
     def leads_to_wrong_answer(self) -> dict[int, bool]:
         """For each node: is some wrong answer (``is_wrong_answer``) at or below it?"""
-        return self._leads_to(self.is_wrong_answer)
+        return self.leads_to(self.is_wrong_answer)
 
-    def _leads_to(self, outcome) -> dict[int, bool]:
+    def leads_to(self, outcome: Callable[[Node], bool]) -> dict[int, bool]:
+        """For each node: is some node with ``outcome`` at or below it?"""
         found = {n.id: False for n in self.nodes}
         for leaf in self.nodes:
             if outcome(leaf):
-                node: Node | None = leaf
-                while node is not None and not found[node.id]:
+                for node in self.ancestors(leaf):
+                    if found[node.id]:
+                        break  # the rest of the way up is marked already
                     found[node.id] = True
-                    node = self.nodes[node.parent] if node.parent is not None else None
         return found
 
     def to_dict(self) -> dict:
