@@ -4,12 +4,12 @@
 """
 
 from evaluation.benchmarks import load_suite
-from evaluation.methods import MethodSpec, parse_method, parse_methods
+from evaluation.methods import Method, parse_method, parse_methods
 from evaluation.records import flat_metrics, summarize
 from evaluation.report import format_table, plot_accuracy_vs_tokens, plot_rounds
 from evaluation.run import evaluate, evaluate_suite
 
 __all__ = [
-    "MethodSpec", "evaluate", "evaluate_suite", "flat_metrics", "format_table", "load_suite", "parse_method",
+    "Method", "evaluate", "evaluate_suite", "flat_metrics", "format_table", "load_suite", "parse_method",
     "parse_methods", "plot_accuracy_vs_tokens", "plot_rounds", "summarize",
 ]

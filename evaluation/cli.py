@@ -84,7 +84,7 @@ def cmd_evaluate(args) -> int:
             stack.callback(scorer.close)
         check_inputs(specs, scorer, args.trees)
         backend = None
-        if any(s.kind != "offline" for s in specs):  # offline methods only read saved trees
+        if any(s.generates for s in specs):  # offline methods only read saved trees
             # In-process on a CPU, like the stages: the policy is this process's only in-process
             # engine (a vLLM-served PPM keeps vLLM's own processes), so its shutdown is safe.
             backend = make_backend(args.policy or config.policy, config.engine, in_process=True)

@@ -1,15 +1,31 @@
-"""Evaluation method names: what each one means and which generation run it needs.
+"""Evaluation methods as objects: how each one generates (which run it reads) and how it chooses.
 
 Methods that only differ in how they pick from independent samples (maj@k, pass@k, ppm-bon@k,
 ppm-vote@k) name the same generation, so one best-of-N run serves them all and "PPM best-of-8
-beats majority vote" compares choices over the very same 8 samples.
+beats majority vote" compares choices over the very same 8 samples. ``parse_method`` turns a
+name into its object; everything else (the runner, the reports) asks the object, never its name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+
+from evaluation import runs
+from evaluation.runs import Context, Run
+from evaluation.select import (
+    Choice,
+    Solution,
+    best_by,
+    chains,
+    choose_beam,
+    choose_mcts,
+    choose_offline,
+    choose_samples,
+    majority,
+    ppm_weight,
+)
 
 # rStar-Math's evaluation: 64 independent searches, a vote over the top 4 answers by PPM score.
 MCTS_SEARCHES = 64
@@ -28,35 +44,161 @@ FORMS: tuple[tuple[str, str], ...] = (
     ("offline-q|offline-visits|offline-ppm", "re-select from saved trees by Q, by visits or by PPM score"),
 )
 
-SAMPLING_KINDS = ("maj", "pass", "ppm-bon", "ppm-vote")
-PPM_KINDS = ("ppm-bon", "ppm-vote", "beam", "mcts")
-
 
 @dataclass(frozen=True)
-class MethodSpec:
+class Method:
+    """One evaluation method: ``kind`` is its family (the line a plot draws across k)."""
+
     name: str  # canonical spelling; also the records' file name
-    kind: str  # greedy | maj | pass | ppm-bon | ppm-vote | beam | mcts | offline
-    k: int = 1  # samples, for the sampling kinds
-    agg: str = "min"  # how PPM step scores make a solution's score: min | last
-    beam: tuple[int, int] = (1, 1)  # (B1, B2)
-    searches: int = MCTS_SEARCHES
-    top: int = MCTS_TOP
-    select_by: str = ""  # offline: q | visits | ppm
+    kind: str
 
     @property
     def generation(self) -> str:
         """The run this method reads; methods naming the same run share it."""
-        if self.kind in SAMPLING_KINDS:
-            return "samples"
-        if self.kind == "beam":
-            return f"beam-{self.beam[0]}x{self.beam[1]}"
-        if self.kind == "mcts":
-            return f"mcts@{self.searches}"
-        return self.kind  # greedy, offline
+        return self.kind
 
     @property
     def needs_ppm(self) -> bool:
-        return self.kind in PPM_KINDS or self.select_by == "ppm"
+        return False
+
+    @property
+    def generates(self) -> bool:
+        """Does it need the policy's engine (offline re-selection only reads saved trees)?"""
+        return True
+
+    @property
+    def family(self) -> str:
+        return self.kind
+
+    def generate(self, ctx: Context, group: Sequence[Method], done: dict[str, Run], saved) -> Run:
+        """The run of ``self.generation`` for every method of ``group`` (they all read it)."""
+        raise NotImplementedError
+
+    def choose(self, run: Run, index: int) -> tuple[Choice, int]:
+        """The method's choice on problem ``index`` of ``run`` and the tokens it spent."""
+        trees = run.trees[index]
+        return self.select(trees, run, index), sum(t.meta.get("tokens", 0) for t in trees)
+
+    def select(self, trees, run: Run, index: int) -> Choice:
+        raise NotImplementedError
+
+    def cost_share(self, run: Run) -> float:
+        """The share of the run's wall time this method is charged."""
+        return 1.0
+
+
+@dataclass(frozen=True)
+class Sampled(Method):
+    """Greedy, maj@k, pass@k, ppm-bon@k, ppm-vote@k: a choice among the first k chains of a tree."""
+
+    k: int = 1
+    agg: str = "min"  # how PPM step scores make a solution's score: min | last
+
+    @property
+    def generation(self) -> str:
+        return "greedy" if self.kind == "greedy" else "samples"
+
+    @property
+    def needs_ppm(self) -> bool:
+        return self.kind in ("ppm-bon", "ppm-vote")
+
+    @property
+    def family(self) -> str:
+        return self.kind + ("-last" if self.agg == "last" else "")
+
+    def pick(self, candidates: list[Solution]) -> Solution | None:
+        if self.kind == "pass":  # an oracle: the first right one, else the first
+            return next((s for s in candidates if s.correct), candidates[0] if candidates else None)
+        if self.kind == "ppm-bon":
+            return best_by(candidates, lambda s: s.score(self.agg))
+        if self.kind == "ppm-vote":
+            return majority(candidates, ppm_weight(self.agg))
+        return majority(candidates)  # greedy (one candidate) and maj
+
+    def generate(self, ctx, group, done, saved) -> Run:
+        if self.kind == "greedy":
+            return runs.run_greedy(ctx)
+        return runs.run_samples(ctx, max(m.k for m in group), score=any(m.needs_ppm for m in group))
+
+    def choose(self, run: Run, index: int) -> tuple[Choice, int]:
+        tree = run.trees[index][0]
+        used = chains(tree)[: self.k]
+        return choose_samples(self, tree), sum(n.num_tokens for chain in used for n in chain)
+
+    def cost_share(self, run: Run) -> float:
+        return min(self.k, run.samples) / run.samples if self.kind != "greedy" else 1.0
+
+
+@dataclass(frozen=True)
+class Beam(Method):
+    """Step beam search SBS(B1, B2) with the PPM; the finished beam with the best score."""
+
+    beam: tuple[int, int] = (1, 1)  # (B1, B2)
+
+    @property
+    def generation(self) -> str:
+        return f"beam-{self.beam[0]}x{self.beam[1]}"
+
+    @property
+    def needs_ppm(self) -> bool:
+        return True
+
+    def generate(self, ctx, group, done, saved) -> Run:
+        return runs.run_beam(ctx, *self.beam)
+
+    def select(self, trees, run, index) -> Choice:
+        return choose_beam(trees[0])
+
+
+@dataclass(frozen=True)
+class MCTS(Method):
+    """rStar's evaluation: ``searches`` independent searches, a vote of the top ``top`` answers."""
+
+    searches: int = MCTS_SEARCHES
+    top: int = MCTS_TOP
+
+    @property
+    def generation(self) -> str:
+        return f"mcts@{self.searches}"
+
+    @property
+    def needs_ppm(self) -> bool:
+        return True
+
+    def generate(self, ctx, group, done, saved) -> Run:
+        return runs.run_mcts(ctx, self.searches)
+
+    def select(self, trees, run, index) -> Choice:
+        return choose_mcts(self, trees)
+
+
+@dataclass(frozen=True)
+class Offline(Method):
+    """AlphaMath's offline re-selection from saved trees (or this evaluation's MCTS trees)."""
+
+    select_by: str = "q"  # q | visits | ppm
+
+    @property
+    def needs_ppm(self) -> bool:
+        return self.select_by == "ppm"
+
+    @property
+    def generates(self) -> bool:
+        return False
+
+    @property
+    def family(self) -> str:
+        return self.name
+
+    def generate(self, ctx, group, done, saved) -> Run:
+        """``saved``: (trees, where) from a file; else the first MCTS run of this evaluation."""
+        if saved is None:
+            first = next(name for name in done if name.startswith("mcts@"))
+            saved = ([t for trees in done[first].trees for t in trees], first)
+        return runs.load_offline(ctx, *saved, score=any(m.needs_ppm for m in group))
+
+    def select(self, trees, run, index) -> Choice:
+        return choose_offline(self, trees, run.ppm[index] if run.ppm else None)
 
 
 def valid_forms() -> str:
@@ -67,30 +209,30 @@ def _error(text: str, why: str) -> ValueError:
     return ValueError(f"{why} {text!r}; valid methods (K, B1, B2, S, T positive integers):\n{valid_forms()}")
 
 
-_PATTERNS = (
-    (re.compile(r"greedy"), lambda m: MethodSpec("greedy", "greedy")),
-    (re.compile(r"(maj|pass)@(\d+)"), lambda m: MethodSpec(f"{m[1]}@{m[2]}", m[1], k=int(m[2]))),
-    (
-        re.compile(r"ppm-(bon|vote)(?:-(min|last))?@(\d+)"),
-        lambda m: MethodSpec(
-            f"ppm-{m[1]}{'-last' if m[2] == 'last' else ''}@{m[3]}", f"ppm-{m[1]}", k=int(m[3]), agg=m[2] or "min"
-        ),
-    ),
-    (re.compile(r"beam-(\d+)x(\d+)"), lambda m: MethodSpec(m[0], "beam", beam=(int(m[1]), int(m[2])))),
-    (re.compile(r"mcts(?:@(\d+)(?:-top(\d+))?)?"), lambda m: _mcts(int(m[1] or MCTS_SEARCHES), int(m[2] or MCTS_TOP))),
-    (re.compile(r"offline-(q|visits|ppm)"), lambda m: MethodSpec(m[0], "offline", select_by=m[1])),
-)
-
-
-def _mcts(searches: int, top: int) -> MethodSpec:
+def _mcts(searches: int, top: int) -> MCTS:
     name = "mcts" if (searches, top) == (MCTS_SEARCHES, MCTS_TOP) else f"mcts@{searches}"
     if top != MCTS_TOP:
         name += f"-top{top}"
-    return MethodSpec(name, "mcts", searches=searches, top=top)
+    return MCTS(name, "mcts", searches=searches, top=top)
 
 
-def parse_method(text: str) -> MethodSpec:
-    """A method spec from its name ("maj@8", "ppm-bon-last@8", "beam-3x5", "mcts@16", ...)."""
+_PATTERNS: tuple[tuple[re.Pattern, Callable[[re.Match], Method]], ...] = (
+    (re.compile(r"greedy"), lambda m: Sampled("greedy", "greedy")),
+    (re.compile(r"(maj|pass)@(\d+)"), lambda m: Sampled(f"{m[1]}@{m[2]}", m[1], k=int(m[2]))),
+    (
+        re.compile(r"ppm-(bon|vote)(?:-(min|last))?@(\d+)"),
+        lambda m: Sampled(
+            f"ppm-{m[1]}{'-last' if m[2] == 'last' else ''}@{m[3]}", f"ppm-{m[1]}", k=int(m[3]), agg=m[2] or "min"
+        ),
+    ),
+    (re.compile(r"beam-(\d+)x(\d+)"), lambda m: Beam(m[0], "beam", beam=(int(m[1]), int(m[2])))),
+    (re.compile(r"mcts(?:@(\d+)(?:-top(\d+))?)?"), lambda m: _mcts(int(m[1] or MCTS_SEARCHES), int(m[2] or MCTS_TOP))),
+    (re.compile(r"offline-(q|visits|ppm)"), lambda m: Offline(m[0], "offline", select_by=m[1])),
+)
+
+
+def parse_method(text: str) -> Method:
+    """A method from its name ("maj@8", "ppm-bon-last@8", "beam-3x5", "mcts@16", ...)."""
     clean = text.strip().lower()
     for pattern, build in _PATTERNS:
         match = pattern.fullmatch(clean)
@@ -101,14 +243,14 @@ def parse_method(text: str) -> MethodSpec:
     raise _error(text, "unknown method")
 
 
-def parse_methods(methods: str | Iterable[str | MethodSpec]) -> list[MethodSpec]:
-    """Specs from a comma list or a sequence; duplicates (same canonical name) are dropped."""
+def parse_methods(methods: str | Iterable[str | Method]) -> list[Method]:
+    """Methods from a comma list or a sequence; duplicates (same canonical name) are dropped."""
     items = methods.split(",") if isinstance(methods, str) else list(methods)
-    specs: dict[str, MethodSpec] = {}
+    specs: dict[str, Method] = {}
     for item in items:
         if isinstance(item, str) and not item.strip():
             continue
-        spec = item if isinstance(item, MethodSpec) else parse_method(item)
+        spec = item if isinstance(item, Method) else parse_method(item)
         specs.setdefault(spec.name, spec)
     if not specs:
         raise _error(str(methods), "no method in")

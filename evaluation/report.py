@@ -49,10 +49,7 @@ def _figure(width: float, height: float, panels: int):
 
 def _family(method: str) -> str:
     """Methods that differ only in compute (maj@4, maj@8; beam-1x5, beam-3x5) share a line."""
-    spec = parse_method(method)
-    if spec.kind == "offline":
-        return spec.name
-    return spec.kind + ("-last" if spec.agg == "last" else "")
+    return parse_method(method).family
 
 
 def plot_accuracy_vs_tokens(rows: Sequence[Mapping], path: str | Path) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from evaluation.methods import MethodSpec
 from evomath.grading import vote_key
 from evomath.tree import Node, Tree
 
@@ -95,21 +94,11 @@ def best_by(solutions: Sequence[Solution], key: Callable[[Solution], float]) -> 
     return max(solutions, key=key, default=None)
 
 
-def choose_samples(spec: MethodSpec, tree: Tree) -> Choice:
-    """maj@k, pass@k, ppm-bon@k, ppm-vote@k and greedy over the first k chains of a sampled tree."""
+def choose_samples(spec, tree: Tree) -> Choice:
+    """greedy, maj@k, pass@k, ppm-bon@k, ppm-vote@k: ``spec.pick`` over the first ``spec.k`` chains."""
     ends = [chain[-1] for chain in chains(tree)[: spec.k]]
     candidates = [solution(tree, n) for n in ends if is_answer(n)]
-    if spec.kind in ("greedy", "maj"):
-        selected = majority(candidates)
-    elif spec.kind == "pass":
-        selected = next((s for s in candidates if s.correct), candidates[0] if candidates else None)
-    elif spec.kind == "ppm-bon":
-        selected = best_by(candidates, lambda s: s.score(spec.agg))
-    elif spec.kind == "ppm-vote":
-        selected = majority(candidates, ppm_weight(spec.agg))
-    else:
-        raise ValueError(f"{spec.name} does not select from samples")
-    return Choice(selected, candidates)
+    return Choice(spec.pick(candidates), candidates)
 
 
 def choose_beam(tree: Tree) -> Choice:
@@ -119,7 +108,7 @@ def choose_beam(tree: Tree) -> Choice:
     return Choice(best_by(candidates, lambda s: s.score("last")), candidates)
 
 
-def choose_mcts(spec: MethodSpec, trees: Sequence[Tree]) -> Choice:
+def choose_mcts(spec, trees: Sequence[Tree]) -> Choice:
     """rStar: each search keeps its best answer by PPM; the top ``spec.top`` of those vote."""
     candidates, picks = [], []
     for tree in trees:
@@ -151,7 +140,7 @@ OFFLINE_KEYS: dict[str, Callable[[Node], float | tuple]] = {
 }
 
 
-def choose_offline(spec: MethodSpec, trees: Sequence[Tree], ppm: Mapping[tuple[int, int], float] | None = None) -> Choice:
+def choose_offline(spec, trees: Sequence[Tree], ppm: Mapping[tuple[int, int], float] | None = None) -> Choice:
     """Re-select from saved trees. ``q``/``visits`` walk each tree and keep the best end across
     trees; ``ppm`` takes the answer with the best score in ``ppm`` ((tree index, node id) -> score)."""
     candidates = [solution(t, n) for t in trees for n in t.answered() if is_answer(n)]

@@ -22,7 +22,6 @@ from evaluation import (
     summarize,
 )
 from evaluation.report import plot_accuracy_vs_tokens
-from evaluation.run import choose
 from evaluation.select import Solution, choose_beam, choose_mcts, choose_offline, choose_samples, majority
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SearchConfig
@@ -430,11 +429,11 @@ def test_cli_needs_a_ppm_for_ppm_methods(capsys):
 
 
 def test_choose_charges_only_the_samples_used(tmp_path):
-    from evaluation.run import Run
+    from evaluation.runs import Run
 
     tree = sampled(([0.1, 0.1], "7"), ([0.1], "5"), ([0.1], "5"))
     run = Run("samples@3", [[tree]], seconds=3.0, samples=3)
-    choice, tokens = choose(parse_method("maj@2"), run, 0)
+    choice, tokens = parse_method("maj@2").choose(run, 0)
     assert tokens == 30 and len(choice.candidates) == 2
 
 

@@ -1,0 +1,130 @@
+"""Generation runs for evaluation: one batched search per distinct need (greedy, a shared best-of-N,
+a beam setting, an MCTS setting) or saved trees for offline re-selection, with what each cost.
+
+A run holds each problem's trees in problem order; the evaluation methods (``evaluation.methods``)
+say which run they read and choose from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from evaluation.select import chains, is_answer
+from evomath.scoring import prefix_scores
+from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
+from evomath.tree import Tree, read_trees
+
+SEARCH_SEPARATOR = "#"  # MCTS search s of problem p runs as problem "p#s" (its own seeds)
+
+
+@dataclass
+class Run:
+    """One generation's trees, per problem in problem order, and what it cost."""
+
+    name: str
+    trees: list[list[Tree]]
+    seconds: float = 0.0  # wall time of the batched run
+    scoring_seconds: float = 0.0  # PPM scoring after the run (sample chains, offline answers)
+    samples: int = 1
+    ppm: list[dict[tuple[int, int], float]] = field(default_factory=list)  # offline-ppm answer scores
+
+
+@dataclass
+class Context:
+    problems: Sequence
+    env: SearchEnv
+    progress: bool
+
+
+def as_value_fn(scorer) -> Callable | None:
+    """A PPMScorer (itself a ValueFn, kept whole for its one-pass ``score_prefixes``), an object
+    with ``.score``, or a plain ValueFn."""
+    if scorer is None or callable(scorer):
+        return scorer
+    return scorer.score
+
+
+# --- generation runs ----------------------------------------------------------------------------
+
+
+def run_greedy(ctx: Context) -> Run:
+    trees, stats = greedy(ctx.problems, ctx.env, progress=ctx.progress)
+    return Run("greedy", [[t] for t in trees], stats.seconds)
+
+
+def run_samples(ctx: Context, n: int, score: bool) -> Run:
+    trees, stats = best_of_n(ctx.problems, replace(ctx.env, value_fn=None), n, progress=ctx.progress)
+    run = Run(f"samples@{n}", [[t] for t in trees], stats.seconds, samples=n)
+    if score:
+        run.scoring_seconds = score_chains(trees, ctx.env.value_fn)
+    return run
+
+
+def score_chains(trees: Sequence[Tree], value_fn: Callable) -> float:
+    """Score every step of every answered chain (stored as the nodes' priors), so min-step and
+    last-step aggregation both have what they need; returns the seconds it took."""
+    began = time.perf_counter()
+    answered = [(t, chain) for t in trees for chain in chains(t) if is_answer(chain[-1])]
+    items = [(t.question, [n.text for n in chain]) for t, chain in answered]
+    for (_, chain), scores in zip(answered, prefix_scores(value_fn, items) if items else [], strict=True):
+        for node, score in zip(chain, scores, strict=True):
+            node.prior = score
+    return time.perf_counter() - began
+
+
+def run_beam(ctx: Context, width: int, expand: int) -> Run:
+    trees, stats = beam_search(ctx.problems, ctx.env.with_config(beam_width=width, beam_expand=expand),
+                               progress=ctx.progress)
+    return Run(f"beam-{width}x{expand}", [[t] for t in trees], stats.seconds)
+
+
+def run_mcts(ctx: Context, searches: int) -> Run:
+    """``searches`` independent trees per problem, all batched in one MCTS call; the PPM both
+    guides the search and scores the answers (no gold in the backups)."""
+    replicas = [replace(p, id=f"{p.id}{SEARCH_SEPARATOR}{s}") for p in ctx.problems for s in range(searches)]
+    trees, stats = mcts(replicas, ctx.env, progress=ctx.progress, reward="value")
+    for tree in trees:
+        tree.problem_id, search = tree.problem_id.rsplit(SEARCH_SEPARATOR, 1)
+        tree.meta["search"] = int(search)
+    grouped = [trees[i * searches : (i + 1) * searches] for i in range(len(ctx.problems))]
+    return Run(f"mcts@{searches}", grouped, stats.seconds)
+
+
+def load_offline(ctx: Context, source: Iterable[Tree], where: str, score: bool) -> Run:
+    """Saved trees matched to the problems by id; a run's cost is what the trees recorded."""
+    by_id: dict[str, list[Tree]] = {}
+    for tree in source:
+        by_id.setdefault(tree.problem_id, []).append(tree)
+    grouped = [by_id.get(p.id, []) for p in ctx.problems]
+    if not any(grouped):
+        raise ValueError(f"no saved tree in {where} matches a problem of this benchmark")
+    seconds = sum(t.meta.get("seconds", 0.0) for trees in grouped for t in trees)
+    run = Run("offline", grouped, seconds)
+    if score:
+        run.ppm, run.scoring_seconds = score_answers(grouped, ctx.env.value_fn)
+    return run
+
+
+def score_answers(grouped: list[list[Tree]], value_fn: Callable) -> tuple[list[dict], float]:
+    """PPM scores of every answer in saved trees, in one call, kept beside the trees (a prior
+    would change the nodes' Q, which offline-q reads)."""
+    began = time.perf_counter()
+    keys = [(i, j, n) for i, trees in enumerate(grouped) for j, t in enumerate(trees) for n in t.answered() if is_answer(n)]
+    scores = value_fn([(grouped[i][j].question, grouped[i][j].steps_text(n)) for i, j, n in keys]) if keys else []
+    out: list[dict] = [{} for _ in grouped]
+    for (i, j, node), score in zip(keys, scores, strict=True):
+        out[i][j, node.id] = float(score)
+    return out, time.perf_counter() - began
+
+
+def offline_source(trees, benchmark: str) -> tuple[list[Tree], str]:
+    """Trees from a JSONL file, or ``<dir>/<benchmark>.jsonl`` (what ``trees/<run>/`` holds)."""
+    path = Path(trees)
+    if path.is_dir():
+        path = path / f"{benchmark}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no saved trees at {path}")
+    return list(read_trees(path)), str(path)
