@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -199,6 +200,39 @@ def _write(rng: random.Random, n_ops: int) -> _Story:
     return story
 
 
+def _true_values(skeleton: Sequence[tuple]) -> tuple[list[int], list[int]]:
+    """(the numbers a solution may take from the problem, the values it computes on the way), replayed
+    from the arithmetic skeleton: what the exact step checker (``check_steps``) compares against."""
+    given: list[int] = []
+    values: list[int] = []
+    value = 0
+    for kind, *args in skeleton:
+        if kind == "has":
+            (value,) = args
+            given.append(value)
+        elif kind == "groups":
+            given += args
+            value = args[0] * args[1]
+            values.append(value)
+        elif kind in ("add", "sub"):
+            given += args
+            value = value + args[0] if kind == "add" else value - args[0]
+            values.append(value)
+        elif kind in ("double", "half"):
+            given.append(2)  # "as many as he has", "half of"
+            value = value * 2 if kind == "double" else value // 2
+            values.append(value)
+        elif kind == "share":
+            given += args
+            value //= args[0]
+            values.append(value)
+        else:  # pack: a product, then a sum
+            given += args
+            values += [args[0] * args[1], value + args[0] * args[1]]
+            value += args[0] * args[1]
+    return given, values
+
+
 def _problem(story: _Story, question: str, pid: str, n_ops: int) -> Problem:
     answer = str(story.value)
     steps = story.steps + [f"The answer is \\boxed{{{answer}}}."]
@@ -210,7 +244,8 @@ def _problem(story: _Story, question: str, pid: str, n_ops: int) -> Problem:
     last = f"\n# Step {len(program) + 1}: Print the final answer.\nprint({story.result_var})\n{END_CODE}"
     program.append(code.with_output(last, answer))
     program.append(f"{ANSWER}The answer is \\boxed{{{answer}}}.{END_ANSWER}")
-    meta = {"ops": n_ops, "reference_steps": steps, "reference_program": program}
+    given, values = _true_values(story.skeleton)
+    meta = {"ops": n_ops, "reference_steps": steps, "reference_program": program, "given": given, "values": values}
     return Problem(pid, question, answer, meta)
 
 
@@ -250,3 +285,80 @@ def render_reference(problem: Problem, fmt: StepFormat) -> list[str]:
         steps = problem.meta["reference_steps"]
         return [s + "\n\n" for s in steps[:-1]] + [steps[-1]]
     raise ValueError(f"no reference rendering for step format {fmt.name!r}")
+
+
+# ----------------------------------------------------------------------- the exact step checker
+# Natural-language steps of a policy's solution, checked against the arithmetic the generator knows
+# (never used to train: it is the oracle that step-level evaluation and data audits are scored by).
+
+_NUMBER = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
+_EQUATION = re.compile(rf"({_NUMBER}(?:\s*(?:[-+*/×÷x])\s*{_NUMBER})+)\s*=\s*({_NUMBER})")
+_ANY_NUMBER = re.compile(_NUMBER)
+
+
+def _number(text: str) -> float:
+    return float(text.replace("$", "").replace(",", ""))
+
+
+def _evaluate(expression: str) -> float | None:
+    """The value of "a op b op c" (the four operations, the usual precedence), None if malformed."""
+    import ast
+
+    clean = re.sub(r"(?<=\d)\s*[x×]\s*(?=[\d$])", " * ", expression).replace("÷", "/").replace("$", "").replace(",", "")
+    try:
+        tree = ast.parse(clean, mode="eval")
+    except SyntaxError:
+        return None
+    if not all(isinstance(n, (ast.Expression, ast.BinOp, ast.Constant, ast.Add, ast.Sub, ast.Mult, ast.Div))
+               for n in ast.walk(tree)):
+        return None
+    try:
+        return float(eval(compile(tree, "<step>", "eval"), {"__builtins__": {}}))  # noqa: S307 (numbers and + - * / only)
+    except ZeroDivisionError:
+        return None
+
+
+_ENUMERATION = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s+", re.IGNORECASE)  # "1. ", "Step 2: "
+
+
+def check_step(problem: Problem, step: str) -> bool:
+    """Is this step of a solution to a demo problem right?
+
+    Right means: every equation in it is true arithmetic over the problem's numbers and true values,
+    whose result is a true value, and every other number it states is one of those (a restated fact
+    with a wrong number is wrong). A step holding a boxed answer is right iff that is the gold answer.
+    A leading enumeration ("1. ", "Step 2: ") is not a number of the solution."""
+    from evomath.grading import last_boxed
+
+    allowed = {float(v) for v in (*problem.meta["given"], *problem.meta["values"])}
+    values = {float(v) for v in problem.meta["values"]}
+    boxed = last_boxed(step)
+    if boxed is not None:
+        try:
+            return _number(boxed) == _number(problem.answer)
+        except ValueError:
+            return False
+    step = _ENUMERATION.sub("", step)
+    in_equations: list[tuple[int, int]] = []
+    for match in _EQUATION.finditer(step):
+        result, stated = _evaluate(match.group(1)), _number(match.group(2))
+        if result is None or abs(result - stated) > 1e-9 or stated not in values:
+            return False
+        in_equations.append(match.span(2))
+    for match in _ANY_NUMBER.finditer(step):
+        if not any(a <= match.start() < b for a, b in in_equations) and _number(match.group()) not in allowed:
+            return False
+    return True
+
+
+def first_error(problem: Problem, steps: Sequence[str]) -> int | None:
+    """The index of the first wrong step of a solution to a demo problem, None if every step is right
+    (ProcessBench's label). A solution that ends without a boxed answer is wrong at its last step."""
+    from evomath.grading import last_boxed
+
+    if "values" not in problem.meta:
+        raise ValueError(f"{problem.id}: not a generated demo problem (no known intermediate values)")
+    for index, step in enumerate(steps):
+        if not check_step(problem, step):
+            return index
+    return None if steps and last_boxed(steps[-1]) is not None else max(len(steps) - 1, 0)

@@ -95,3 +95,28 @@ def test_variety():
     assert len({p.question.split()[0] for p in TRAIN}) >= 12  # names
     assert len({re.search(r"How many ([\w ]+?) does", p.question).group(1) for p in TRAIN}) >= 12  # items
     assert len({p.question for p in TRAIN}) == len(TRAIN)
+
+
+def test_generated_problems_know_their_numbers_and_true_values():
+    from evomath.demo_data import first_error
+
+    for problem in demo_problems("train", 40, ops=(1, 2, 3, 4)):
+        assert problem.meta["values"][-1] == int(problem.answer)
+        assert first_error(problem, problem.meta["reference_steps"]) is None  # the reference is right
+
+
+def test_the_step_checker_finds_the_first_wrong_step():
+    from evomath.demo_data import check_step, first_error
+
+    problem = next(p for p in demo_problems("train", 60, ops=(2,)) if "boxes with" in p.question
+                   and "buys" in p.question)  # "Sara has 5 boxes with 6 pens in each box. She buys 9 more pens."
+    (k, m, bought), (total, left) = problem.meta["given"], problem.meta["values"]
+    right = [f"She has {k} * {m} = {total} pens.\n\n", f"She buys {bought}, so {total} + {bought} = {left}.\n\n",
+             f"The answer is \\boxed{{{left}}}."]
+    assert first_error(problem, right) is None
+    assert first_error(problem, [f"She has {k} + {m} = {k + m} pens.\n\n", *right[1:]]) == 0  # wrong operation
+    assert first_error(problem, [f"She has {k} * {m} = {total + 1} pens.\n\n", *right[1:]]) == 0  # false arithmetic
+    assert first_error(problem, [f"1. She has {k + 100} boxes.\n\n", *right]) == 0  # a restated fact, wrong number
+    assert first_error(problem, [*right[:2], f"The answer is \\boxed{{{left + 1}}}."]) == 2
+    assert first_error(problem, right[:2]) == 1  # no answer at all: wrong at its last step
+    assert check_step(problem, f"Step 7: She has {k} boxes of {m} pens.")  # the enumeration is no number
