@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
 from evomath.files import write_jsonl
 from evomath.formats import make_format
-from evomath.scoring import PPMScorer, ppm_text
+from evomath.scoring import RewardScorer, ppm_text
 from training.ppm import train_ppm
 from training.sft import train_sft
 
@@ -118,7 +118,7 @@ def bench_scoring(ppm_dir: Path, repeats: int = 5) -> dict:
     for backend in ("transformers", "vllm"):
         start = time.perf_counter()
         engine = EngineConfig(dtype="float32", cpu_kv_cache_gb=0.5) if backend == "vllm" else None
-        scorers[backend] = PPMScorer(ppm_dir, backend=backend, batch_size=16, engine=engine)
+        scorers[backend] = RewardScorer(ppm_dir, backend=backend, batch_size=16, engine=engine)
         results[f"load_{backend}_s"] = time.perf_counter() - start
     best, scores = dict.fromkeys(scorers, float("inf")), {}
     for _ in range(repeats):

@@ -88,7 +88,7 @@ def evaluate(
 ) -> list[dict]:
     """Per-problem records of every method on ``problems``; written under ``out_dir`` when given.
 
-    ``scorer``: the PPM (a ``PPMScorer`` or any ValueFn), needed by ppm-*, beam, mcts and
+    ``scorer``: the PPM (a ``RewardScorer`` or any ValueFn), needed by ppm-*, beam, mcts and
     offline-ppm. ``trees``: saved trees for offline methods (default: this run's MCTS trees).
     """
     specs = parse_methods(methods)

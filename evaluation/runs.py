@@ -40,7 +40,7 @@ class Context:
 
 
 def as_value_fn(scorer) -> Callable | None:
-    """A PPMScorer (itself a ValueFn, kept whole for its one-pass ``score_prefixes``), an object
+    """A RewardScorer (itself a ValueFn, kept whole for its one-pass ``score_prefixes``), an object
     with ``.score``, or a plain ValueFn."""
     if scorer is None or callable(scorer):
         return scorer

@@ -121,6 +121,31 @@ class PPMConfig(TrainingConfig):
     min_edit_distance: int = Field(20, ge=0, description="drop pairs whose texts differ by fewer characters")
 
 
+class PRMConfig(TrainingConfig):
+    """Math-Shepherd's process reward model: per-step cross-entropy on automatic labels."""
+
+    learning_rate: float = Field(2e-6, gt=0, description="peak learning rate (Math-Shepherd: 2e-6 for 7B)")
+    epochs: float = Field(1.0, gt=0, description="passes over the data")
+    batch_size: int = Field(64, ge=1, description="effective batch of solutions; gradient accumulation fills it")
+    labels: Literal["hard", "soft"] = Field("hard", description="hard: 1 if any completion from the step reaches "
+                                            "the gold answer; soft: the fraction that do")
+    label_source: Literal["completer", "trees"] = Field(
+        "completer", description="completer: N continuations sampled from every step (Math-Shepherd); trees: read "
+        "off the MCTS trees (a node's correct-leaf fraction), for free")
+    completions: int = Field(8, ge=1, description="continuations sampled from each step (Math-Shepherd: N = 8)")
+    samples: int = Field(4, ge=1, description="solutions per problem sampled to annotate")
+    heldout_fraction: float = Field(0.05, ge=0, lt=1, description="share of the solutions (whole problems) held out "
+                                    "to measure step accuracy")
+
+
+class ValueHeadConfig(TrainingConfig):
+    """AlphaMath's value head on the policy: SFT loss on correct solutions + beta * MSE to step Q."""
+
+    learning_rate: float = Field(4e-5, gt=0, description="peak learning rate (AlphaMath: 4e-5)")
+    epochs: float = Field(2.0, gt=0, description="passes over the data")
+    beta: float = Field(0.1, ge=0, description="weight of the value loss (AlphaMath: 0.1)")
+
+
 class DataConfig(_Config):
     """Where a round's training problems come from."""
 
@@ -161,6 +186,8 @@ class ExperimentConfig(_Config):
     eval_search: SearchConfig = SearchConfig(n_candidates=32, rollouts=64)
     sft: SFTConfig = SFTConfig()
     ppm: PPMConfig = PPMConfig()
+    prm: PRMConfig = PRMConfig()
+    value: ValueHeadConfig = ValueHeadConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     hard_extra_rollouts: dict[int, list[int]] = Field(

@@ -33,7 +33,7 @@ from evomath.config import ExperimentConfig
 GiB = 2**30
 ENGINE_RESERVE = 3 * GiB  # vLLM's activation profile and CUDA graphs, beyond weights and KV cache
 DEVICE_RESERVE = 1 * GiB  # the CUDA context and allocator slack on every GPU
-SCORER_BATCH = 16  # sequences a PPM scores per forward pass (evomath.scoring.PPMScorer)
+SCORER_BATCH = 16  # sequences a PPM scores per forward pass (evomath.scoring.RewardScorer)
 BF16, FP32 = 2, 4
 FULL_FT_BYTES_PER_PARAM = 16  # fp32 weights, fp32 gradients, AdamW's m and v in fp32
 PAPER_PROBLEMS = 747_000  # rStar-Math's training set

@@ -1,16 +1,28 @@
-"""The process preference model as a value function: (question, steps so far) -> score in [-1, 1].
+"""Reward models as value functions: (question, steps so far) -> score in [-1, 1].
 
-A PPM directory is a plain ``AutoModelForSequenceClassification`` (one label) whose ``config.json``
-carries ``"evomath_ppm": {"head": "tanh", "format": ...}``. The raw score is the linear head's output
-at the last token; the PPM's score is its tanh, the same bounded value its Bradley-Terry loss was
-trained on. Any other directory is refused, so a policy can never be mistaken for a PPM.
+Five kinds, one interface (``RewardScorer``), so every search and selection method takes any of them:
+
+* ``ppm``: rStar's process preference model, a tanh-bounded scalar head trained with the pairwise
+  Bradley-Terry loss over same-prefix step pairs.
+* ``orm``: the same head and loss over whole-solution pairs (rStar's Table 8 outcome baseline).
+* ``pqm``: the same head regressing each step's Q value with MSE (rStar's Table 8 Q baseline).
+* ``prm``: Math-Shepherd's process reward model, a sigmoid head trained with per-step
+  cross-entropy on completer labels; its probability p is served as 2p - 1.
+* ``value``: AlphaMath's value head on the policy itself (the policy's checkpoint, which vLLM still
+  generates from, plus ``value_head/``), tanh-bounded, regressing step Q.
+
+A reward-model directory carries ``"evomath_reward_model": {"kind", "head", "format"}`` in its
+``config.json`` (older PPMs: ``"evomath_ppm"``); any other directory is refused, so a policy is never
+mistaken for a reward model, nor a PRM for a PPM. Every kind reads ``ppm_text`` (the bare question,
+a blank line, the steps) and is read at the token that ends a step, so one forward pass over a chain
+scores all its steps (``score_prefixes``).
 
 Two serving backends give the same scores (to 3e-6 in fp32): transformers in this process, or
-vLLM's pooling runner (``LLM(runner="pooling")``). Both read token ids from ``encode``, the
-tokenisation training used. transformers is the default: on a few CPU cores it scores as fast as
-vLLM's pooling engine or faster, starts in about a second instead of tens, and adds no second
-engine (processes, KV cache) beside the policy's (``benchmarks/training_throughput.py`` measures
-both). vLLM stays available for GPUs and servers.
+vLLM's pooling runner (``LLM(runner="pooling")``, the sequence-classification kinds). Both read token
+ids from ``encode``, the tokenisation training used. transformers is the default: on a few CPU cores
+it scores as fast as vLLM's pooling engine or faster, starts in about a second instead of tens, and
+adds no second engine (processes, KV cache) beside the policy's (``benchmarks/training_throughput.py``
+measures both). vLLM stays available for GPUs and servers.
 """
 
 from __future__ import annotations
@@ -23,16 +35,20 @@ from typing import Literal
 
 from evomath.config import EngineConfig
 
-MARKER_KEY = "evomath_ppm"
-HEAD = "tanh"
+MARKER_KEY = "evomath_reward_model"
+LEGACY_PPM_KEY = "evomath_ppm"  # PPMs saved before the other kinds existed
+KINDS = ("ppm", "prm", "value", "orm", "pqm")
+HEADS = {"ppm": "tanh", "orm": "tanh", "pqm": "tanh", "value": "tanh", "prm": "sigmoid"}
+HEAD = HEADS["ppm"]
+VALUE_HEAD_DIR = "value_head"  # beside the policy's weights, where vLLM does not look
 Backend = Literal["transformers", "vllm"]
 DEFAULT_BACKEND: Backend = "transformers"
-# A PPM engine shares the machine with the policy's: a small CPU KV cache (on GPUs: ``_default_engine``).
+# A scorer engine shares the machine with the policy's: a small CPU KV cache (on GPUs: ``_default_engine``).
 DEFAULT_ENGINE = EngineConfig(dtype="float32", gpu_memory_utilization=0.2, cpu_kv_cache_gb=0.5)
 
 
-class NotAPPMError(ValueError):
-    """A directory given as a PPM is not one; the message says what is wrong."""
+class NotARewardModelError(ValueError):
+    """A directory given as a reward model (of some kind) is not one; the message says what it is."""
 
 
 def ppm_text(question: str, trajectory: str) -> str:
@@ -50,32 +66,62 @@ def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return tokenizer(list(texts), add_special_tokens=True)["input_ids"]
 
 
-def ppm_marker(path: str | Path) -> dict:
-    """The directory's PPM marker; raises ``NotAPPMError`` naming what is missing."""
+def reward_marker(path: str | Path, kind: str | None = None) -> dict:
+    """The directory's reward-model marker ({"kind", "head", "format"}); raises
+    ``NotARewardModelError`` naming what the directory is instead (no model, a policy, another kind)."""
+    wanted = (kind or "reward model").upper() if kind != "value" else "value head"
     config_path = Path(path) / "config.json"
     if not config_path.is_file():
-        raise NotAPPMError(f"{path} is not a model directory (no config.json)")
+        raise NotARewardModelError(f"{path} is not a model directory (no config.json)")
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
-        raise NotAPPMError(f"{config_path} is not valid JSON ({err.msg})") from None
+        raise NotARewardModelError(f"{config_path} is not valid JSON ({err.msg})") from None
     marker = config.get(MARKER_KEY)
-    if not isinstance(marker, dict) or marker.get("head") != HEAD:
-        kind = ", ".join(config.get("architectures") or ["unknown architecture"])
-        raise NotAPPMError(f"{path} is not an evomath PPM ({kind}, no '{MARKER_KEY}' marker in config.json)")
+    if marker is None and isinstance(config.get(LEGACY_PPM_KEY), dict):
+        marker = {"kind": "ppm", **config[LEGACY_PPM_KEY]}
+    if not isinstance(marker, dict):
+        what = ", ".join(config.get("architectures") or ["unknown architecture"])
+        raise NotARewardModelError(f"{path} is not an evomath {wanted} ({what}, no '{MARKER_KEY}' marker in "
+                                   "config.json)")
+    marker = {"kind": "ppm", **marker}
+    if marker["kind"] not in KINDS or marker.get("head") != HEADS[marker["kind"]]:
+        raise NotARewardModelError(f"{config_path}: field {MARKER_KEY}: kind {marker['kind']!r} with head "
+                                   f"{marker.get('head')!r} is not one of {', '.join(KINDS)} with its head")
+    if kind is not None and marker["kind"] != kind:
+        raise NotARewardModelError(f"{path} is a {marker['kind'].upper()}, not a {wanted} (its marker: "
+                                   f"{MARKER_KEY}.kind = {marker['kind']!r})")
     return marker
 
 
-def is_ppm_dir(path: str | Path) -> bool:
+def ppm_marker(path: str | Path) -> dict:
+    """The marker of a reward model used where a PPM is expected."""
+    return reward_marker(path, "ppm")
+
+
+def is_reward_dir(path: str | Path, kind: str | None = None) -> bool:
     try:
-        ppm_marker(path)
-    except NotAPPMError:
+        reward_marker(path, kind)
+    except NotARewardModelError:
         return False
     return True
 
 
-class PPMScorer:
-    """Scores partial solutions; an instance is a ``ValueFn`` for MCTS, beam search and best-of-N."""
+def is_ppm_dir(path: str | Path) -> bool:
+    return is_reward_dir(path, "ppm")
+
+
+def squash(raw: float, head: str) -> float:
+    """A head's raw output as a score in [-1, 1]: tanh, or a probability p as 2p - 1."""
+    if head == "sigmoid":
+        return 2.0 / (1.0 + math.exp(-max(min(raw, 60.0), -60.0))) - 1.0
+    return math.tanh(raw)
+
+
+class RewardScorer:
+    """Scores partial solutions with a reward model of any kind; an instance is a ``ValueFn`` for
+    MCTS, beam search, best-of-N and the weighted vote. ``kind`` (when given) must match the
+    directory's marker."""
 
     def __init__(
         self,
@@ -85,18 +131,23 @@ class PPMScorer:
         fmt=None,
         engine: EngineConfig | None = None,
         device: str | None = None,
+        kind: str | None = None,
     ):
         self.model_dir = str(model_dir)
-        self.marker = ppm_marker(model_dir)
+        self.marker = reward_marker(model_dir, kind)
+        self.kind, self.head = self.marker["kind"], self.marker["head"]
         self._fmt = fmt
         self.batch_size = batch_size
         self.backend = backend
         if backend == "transformers":
-            self._impl = _TransformersPPM(self.model_dir, device)
+            self._impl = _TransformersScorer(self.model_dir, self.kind, device)
+        elif backend == "vllm" and self.kind != "value":
+            self._impl = _VLLMScorer(self.model_dir, engine or _default_engine(self.model_dir))
         elif backend == "vllm":
-            self._impl = _VLLMPPM(self.model_dir, engine or _default_engine(self.model_dir))
+            raise ValueError(f"{model_dir}: a value head is served by transformers (vLLM's pooling runner reads "
+                             "sequence-classification models)")
         else:
-            raise ValueError(f"unknown PPM backend {backend!r}: use 'transformers' or 'vllm'")
+            raise ValueError(f"unknown scorer backend {backend!r}: use 'transformers' or 'vllm'")
 
     @property
     def fmt(self):
@@ -123,14 +174,14 @@ class PPMScorer:
             reads += _reads(encode(self._impl.tokenizer, texts)) if texts else []
             bounds.append(len(reads))
         raw = self._impl.raw_scores_at(reads, self.batch_size)
-        return [[math.tanh(r) for r in raw[a:b]] for a, b in zip(bounds, bounds[1:])]
+        return [[squash(r, self.head) for r in raw[a:b]] for a, b in zip(bounds, bounds[1:])]
 
     def score_texts(self, texts: Sequence[str]) -> list[float]:
-        """tanh of the raw head output, for texts already built with ``ppm_text``."""
+        """The squashed head output (``squash``) for texts already built with ``ppm_text``."""
         if not texts:
             return []
         ids = encode(self._impl.tokenizer, texts)
-        return [math.tanh(raw) for raw in self._impl.raw_scores(ids, self.batch_size)]
+        return [squash(raw, self.head) for raw in self._impl.raw_scores(ids, self.batch_size)]
 
     def close(self) -> None:
         self._impl.close()
@@ -143,9 +194,9 @@ def _reads(prefix_ids: list[list[int]]) -> list[tuple[list[int], int]]:
 
 
 def prefix_scores(value_fn, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-    """Every prefix's score of each chain: a ``PPMScorer`` in one pass per chain, any other ValueFn
+    """Every prefix's score of each chain: a ``RewardScorer`` in one pass per chain, any other ValueFn
     called once on all the prefixes."""
-    if isinstance(value_fn, PPMScorer):
+    if isinstance(value_fn, RewardScorer):
         return value_fn.score_prefixes(items)
     flat = value_fn([(question, list(steps[: k + 1])) for question, steps in items for k in range(len(steps))])
     out, start = [], 0
@@ -155,9 +206,11 @@ def prefix_scores(value_fn, items: Sequence[tuple[str, Sequence[str]]]) -> list[
     return out
 
 
-def load_scorer(path: str | Path, backend: Backend = DEFAULT_BACKEND, **kwargs) -> PPMScorer:
-    """A scorer for a PPM directory; anything else is refused with the reason (``NotAPPMError``)."""
-    return PPMScorer(path, backend=backend, **kwargs)
+def load_scorer(path: str | Path, backend: Backend = DEFAULT_BACKEND, kind: str | None = "ppm",
+                **kwargs) -> RewardScorer:
+    """A scorer for a reward-model directory of ``kind`` (a PPM by default; None: any kind); anything
+    else is refused with the reason (``NotARewardModelError``)."""
+    return RewardScorer(path, backend=backend, kind=kind, **kwargs)
 
 
 def _default_engine(model_dir: str) -> EngineConfig:
@@ -179,19 +232,35 @@ def _format_named(name: str | None):
     return make_format(name or "code")
 
 
-class _TransformersPPM:
-    """The PPM in this process, in the dtype it was saved in, on ``device`` (default: the first GPU,
-    else the CPU; the memory plan may put it on a GPU of its own)."""
+def load_value_head(model_dir: str | Path, hidden_size: int):
+    """The value head saved beside a policy: a ``Linear(hidden, 1)``."""
+    import torch
+    from safetensors.torch import load_file
 
-    def __init__(self, model_dir: str, device: str | None = None):
+    head = torch.nn.Linear(hidden_size, 1)
+    head.load_state_dict(load_file(str(Path(model_dir) / VALUE_HEAD_DIR / "head.safetensors")))
+    return head
+
+
+class _TransformersScorer:
+    """A reward model in this process, in the dtype it was saved in, on ``device`` (default: the first
+    GPU, else the CPU; the memory plan may put it on a GPU of its own). ``body`` maps token ids to
+    hidden states, ``head`` hidden states to the raw score at every token."""
+
+    def __init__(self, model_dir: str, kind: str = "ppm", device: str | None = None):
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()
-        self.pad_id = self.model.config.pad_token_id
+        if kind == "value":  # the policy's own body (its LM head unused) and the head saved beside it
+            self.body = AutoModel.from_pretrained(model_dir).to(self.device).eval()
+            self.head = load_value_head(model_dir, self.body.config.hidden_size).to(self.device, self.body.dtype)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(self.device).eval()
+            self.body, self.head = getattr(model, model.base_model_prefix), model.score
+        self.pad_id = self.body.config.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
 
@@ -227,23 +296,22 @@ class _TransformersPPM:
         return input_ids.to(self.device), mask.to(self.device)
 
     def _token_heads(self, batch: list[list[int]]) -> list:
-        """The score head at every token (what the classifier pools at the last one), per sequence."""
+        """The head at every token (what a classifier pools at the last one), per sequence."""
         input_ids, mask = self._batch(batch)
-        body = getattr(self.model, self.model.base_model_prefix)
-        hidden = body(input_ids=input_ids, attention_mask=mask).last_hidden_state
-        return self.model.score(hidden)[..., 0].float().cpu().tolist()
+        hidden = self.body(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        return self.head(hidden)[..., 0].float().cpu().tolist()
 
     def close(self) -> None:
         """Free the weights now (and the GPU's cached blocks), so training or the next engine gets them."""
         import gc
 
-        self.model = None
+        self.body = self.head = None
         gc.collect()
         if self.torch.cuda.is_available():
             self.torch.cuda.empty_cache()
 
 
-class _VLLMPPM:
+class _VLLMScorer:
     """vLLM's pooling runner. Build it under ``if __name__ == "__main__":`` or in a worker process."""
 
     def __init__(self, model_dir: str, engine: EngineConfig):

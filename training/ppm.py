@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from evomath.config import PPMConfig
-from evomath.scoring import HEAD, MARKER_KEY, PPMScorer, encode
+from evomath.scoring import HEADS, MARKER_KEY, RewardScorer, encode
 from training import TrainingInputError
 from training.model_io import check_base_model, common_trainer_args, lora_config, model_init_kwargs, read_rows
 from training.trainer import Recipe, prepare, train
@@ -57,7 +57,7 @@ def train_ppm(
     train_rows, heldout = split_heldout(rows, config.heldout_fraction, config.seed)
 
     def mark_and_measure(stage: Path, trainer) -> dict:
-        mark_ppm(stage, fmt_name)
+        mark_reward_model(stage, "ppm", fmt_name)
         return {"heldout_accuracy": pair_accuracy(stage, heldout) if heldout else None}
 
     metrics, trainer = train(PPM, train_rows, base, out_dir, config, progress, overwrite=overwrite,
@@ -155,17 +155,17 @@ PPM = Recipe(what="PPM pairs", fields=("prompt", "chosen", "rejected"), auto_cla
              peft_task="SEQ_CLS", build=build_trainer, head_labels=1)
 
 
-def mark_ppm(model_dir: Path, fmt_name: str) -> None:
-    """Add the marker that evaluation and ``load_scorer`` check before using a directory as a PPM."""
+def mark_reward_model(model_dir: Path, kind: str, fmt_name: str) -> None:
+    """Add the marker that evaluation and ``load_scorer`` check before using a directory as a reward model."""
     path = model_dir / "config.json"
     config = json.loads(path.read_text())
-    config[MARKER_KEY] = {"head": HEAD, "format": fmt_name}
+    config[MARKER_KEY] = {"kind": kind, "head": HEADS[kind], "format": fmt_name}
     path.write_text(json.dumps(config, indent=2) + "\n")
 
 
 def pair_accuracy(model_dir: Path, rows: list[dict]) -> float:
     """Share of pairs whose chosen text the saved PPM scores strictly above the rejected one."""
-    scorer = PPMScorer(model_dir, backend="transformers")
+    scorer = RewardScorer(model_dir, backend="transformers")
     try:
         chosen = scorer.score_texts([row["prompt"] + row["chosen"] for row in rows])
         rejected = scorer.score_texts([row["prompt"] + row["rejected"] for row in rows])

@@ -14,7 +14,7 @@ from evomath.files import read_jsonl
 from evomath.formats import make_format
 from evomath.grading import Grader
 from evomath.problems import load_benchmark
-from evomath.scoring import HEAD, MARKER_KEY, NotAPPMError, load_scorer
+from evomath.scoring import HEAD, MARKER_KEY, NotARewardModelError, load_scorer
 from evomath.tree import read_trees
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def test_evaluate_every_method(policy_backend, tiny_ppm, tmp_path):
 
 
 def test_a_policy_is_refused_as_ppm(embedded_model_dir, capsys):
-    with pytest.raises(NotAPPMError, match="not an evomath PPM"):
+    with pytest.raises(NotARewardModelError, match="not an evomath PPM"):
         load_scorer(embedded_model_dir)
     code = main(["evaluate", "--benchmark", "demo_test", "--limit", "3", "--methods", "greedy,ppm-bon@4",
                  "--ppm", str(embedded_model_dir)])

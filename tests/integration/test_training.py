@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
 from evomath.files import write_jsonl
-from evomath.scoring import NotAPPMError, is_ppm_dir, load_scorer, ppm_text
+from evomath.scoring import NotARewardModelError, is_ppm_dir, load_scorer, ppm_text
 from evomath.tree import Tree, write_trees
 from training import TrainingInputError
 from training.cli import main
@@ -94,7 +94,7 @@ def test_ppm_trains_reports_accuracy_and_scores_alike_in_both_backends(embedded_
     assert 0.0 <= metrics["heldout_accuracy"] <= 1.0
     assert is_ppm_dir(out) and not is_ppm_dir(embedded_model_dir)
     assert changed(embedded_model_dir, out, "model.layers.0.self_attn.q_proj.weight")
-    with pytest.raises(NotAPPMError, match="not an evomath PPM"):
+    with pytest.raises(NotARewardModelError, match="not an evomath PPM"):
         load_scorer(embedded_model_dir)
 
     items = [("Tom has 3 pens and gets 4 more. How many pens does he have?", ["He adds: 3 + 4 = 7 pens."]),

@@ -362,7 +362,7 @@ def test_sampling_methods_share_one_best_of_n_run(tmp_path):
 
 def test_a_plain_value_fn_serves_as_the_ppm(tmp_path):
     ppm = FakePPM()
-    records, _ = run_eval("maj@8,ppm-bon@8", tmp_path, ppm.score)  # a callable, as PPMScorer is
+    records, _ = run_eval("maj@8,ppm-bon@8", tmp_path, ppm.score)  # a callable, as RewardScorer is
     assert ppm.calls == 1 and [r["correct"] for r in by_method(records)["ppm-bon@8"]] == [True, True]
 
 
