@@ -44,10 +44,13 @@ def train_ppm(
     max_steps: int | None = None,
     callbacks: list | None = None,
     step_format: str | None = None,
+    kind: str = "ppm",
 ) -> dict:
     """Train a PPM from the policy in ``base_model_dir`` on the pairs JSONL into ``out_dir``.
 
     ``step_format`` overrides the format named in the pairs; ``callbacks`` are ``TrainerCallback``s.
+    ``kind="orm"``: rStar's outcome baseline, the same head and loss over whole-solution pairs
+    (``ppm_pairs.outcome_pairs``).
     """
     rows = read_rows(pairs_path, PPM.fields, PPM.what)
     fmt_name = step_format or rows[0].get("format")
@@ -57,7 +60,7 @@ def train_ppm(
     train_rows, heldout = split_heldout(rows, config.heldout_fraction, config.seed)
 
     def mark_and_measure(stage: Path, trainer) -> dict:
-        mark_reward_model(stage, "ppm", fmt_name)
+        mark_reward_model(stage, kind, fmt_name)
         return {"heldout_accuracy": pair_accuracy(stage, heldout) if heldout else None}
 
     metrics, trainer = train(PPM, train_rows, base, out_dir, config, progress, overwrite=overwrite,
@@ -165,7 +168,7 @@ def mark_reward_model(model_dir: Path, kind: str, fmt_name: str) -> None:
 
 def pair_accuracy(model_dir: Path, rows: list[dict]) -> float:
     """Share of pairs whose chosen text the saved PPM scores strictly above the rejected one."""
-    scorer = RewardScorer(model_dir, backend="transformers")
+    scorer = RewardScorer(model_dir, backend="transformers", kind=None)
     try:
         chosen = scorer.score_texts([row["prompt"] + row["chosen"] for row in rows])
         rejected = scorer.score_texts([row["prompt"] + row["rejected"] for row in rows])

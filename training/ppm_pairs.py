@@ -37,11 +37,12 @@ from training.trajectories import Trajectory, answered_trajectories, rank_key
 PAIRS_PER_SIDE = 2
 
 
-def build_pairs(trees: Iterable[Tree], fmt, config: PPMConfig) -> list[dict]:
-    """All step and final-answer pairs of the trees that pass the filters, tree by tree."""
+def build_pairs(trees: Iterable[Tree], fmt, config: PPMConfig, outcome_only: bool = False) -> list[dict]:
+    """All step and final-answer pairs of the trees that pass the filters, tree by tree;
+    ``outcome_only``: the final-answer pairs alone (rStar's ORM baseline ranks whole solutions)."""
     rows = []
     for tree in trees:
-        candidates = [*step_pairs(tree, fmt), *final_pairs(tree, fmt)]
+        candidates = [*([] if outcome_only else step_pairs(tree, fmt)), *final_pairs(tree, fmt)]
         rows.extend(row for row in candidates if keep_pair(row, config))
     return rows
 
@@ -149,10 +150,11 @@ def pair_counts_by_depth(pairs: Iterable[dict]) -> dict[str, int]:
     return ordered
 
 
-def make_pairs(trees_path: str | Path, out_path: str | Path, fmt, config: PPMConfig, progress: bool = False) -> dict:
+def make_pairs(trees_path: str | Path, out_path: str | Path, fmt, config: PPMConfig, progress: bool = False,
+               outcome_only: bool = False) -> dict:
     """Build pairs from a trees file and write them atomically; no pair at all is an error."""
     trees = list(read_trees(trees_path))
-    pairs = build_pairs(tqdm(trees, desc="PPM pairs", unit="tree", disable=not progress), fmt, config)
+    pairs = build_pairs(tqdm(trees, desc="PPM pairs", unit="tree", disable=not progress), fmt, config, outcome_only)
     if not pairs:
         raise TrainingInputError(
             f"{trees_path}: no PPM pair from {len(trees)} trees: pairs need problems with both correct and "

@@ -66,12 +66,14 @@ def train(
     max_steps: int | None = None,
     callbacks: list | None = None,
     on_saved: Callable[[Path, Any], dict] | None = None,
+    save: Callable[[Any, Path], None] | None = None,
 ) -> tuple[dict, Any]:
     """Train ``base`` on ``rows`` into ``out_dir``; returns (metrics, trainer).
 
     ``on_saved(stage_dir, trainer)`` runs on the main process after the model is written but
     before it is renamed into place (held-out accuracy of the saved PPM, say); its metrics join
-    the result. ``callbacks`` are transformers ``TrainerCallback``s (a tracker's per-step logs).
+    the result. ``save(trainer, stage_dir)`` replaces the standard save (a model that is more than
+    one transformers checkpoint). ``callbacks`` are transformers ``TrainerCallback``s.
     """
     with (
         progress_bars(progress),
@@ -84,7 +86,10 @@ def train(
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
-        save_trained(recipe, trainer, base, stage, Path(scratch), config.lora)
+        if save is not None:
+            save(trainer, stage)
+        else:
+            save_trained(recipe, trainer, base, stage, Path(scratch), config.lora)
         extra = on_saved(stage, trainer) if on_saved and is_main_process() else {}
     metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
                "lora": config.lora, "out_dir": str(out_dir)}
