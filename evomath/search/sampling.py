@@ -26,17 +26,26 @@ from evomath.tree import Node, Tree
 
 
 class Chains(SearchState):
-    """``n`` single-path branches below the root."""
+    """``n`` single-path branches below each node of ``starts`` (default: the root): independent
+    samples of a whole solution, or (Math-Shepherd's completer) of its continuations from a prefix."""
 
-    def __init__(self, tree: Tree, n: int, seed: int) -> None:
+    def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None) -> None:
         super().__init__(tree)
         self.n, self.seed = n, seed
-        self.leaves: dict[int, Node] | None = None  # chain -> its unfinished last step
+        self.starts = list(starts) if starts is not None else [tree.root]
+        self.leaves: dict | None = None  # chain -> its unfinished last step
+
+    def _key(self, start: Node, i: int):
+        return i if start.parent is None else (start.id, i)  # chains below the root keep their plain numbers
 
     def pending(self, fill: int) -> list[Expansion]:
         pid = self.tree.problem_id
         if self.leaves is None:
-            return [Expansion(self.tree.root, self.n, derive_seed(self.seed, pid, "root"), dedupe=False)]
+            return [
+                Expansion(start, self.n, derive_seed(self.seed, pid, "root" if start.parent is None else f"from{start.id}"),
+                          key=start, dedupe=False)
+                for start in self.starts if not start.is_terminal
+            ]
         return [
             Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain)
             for chain, leaf in self.leaves.items()
@@ -44,7 +53,7 @@ class Chains(SearchState):
 
     def absorb(self, expansions: list[Expansion]) -> None:
         if self.leaves is None:
-            steps = dict(enumerate(expansions[0].children))
+            steps = {self._key(e.key, i): child for e in expansions for i, child in enumerate(e.children)}
         else:
             steps = {e.key: e.children[0] for e in expansions}
         self.leaves = {chain: node for chain, node in steps.items() if not node.is_terminal}
