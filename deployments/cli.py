@@ -30,11 +30,11 @@ def _command_groups():
     from deployments.servers import add_server_commands
     from evaluation.cli import add_evaluate_command
     from evolution.cli import add_loop_commands
-    from evomath.search.cli import add_search_command
+    from evomath.search.cli import add_annotate_command, add_search_command
     from training.cli import add_data_commands, add_train_commands
 
-    return [add_model_commands, add_sample_command, add_search_command, add_data_commands, add_train_commands,
-            add_evaluate_command, add_loop_commands, add_server_commands]
+    return [add_model_commands, add_sample_command, add_search_command, add_annotate_command, add_data_commands,
+            add_train_commands, add_evaluate_command, add_loop_commands, add_server_commands]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ GPU when more than one is visible. Heavy imports happen inside the commands, so 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -58,7 +59,28 @@ def add_data_commands(subparsers) -> None:
     pairs.add_argument("--out", required=True, type=Path, help="pairs JSONL to write")
     _add_config_args(pairs, ("search", ["step_format"]), ("ppm", ["min_q_margin", "min_edit_distance", "max_pairs",
                                                                   "seed"]))
+    pairs.add_argument("--outcome-only", action="store_true",
+                       help="whole-solution pairs only (rStar's ORM baseline), no step pairs")
     pairs.set_defaults(func=cmd_pairs)
+    _add_steps_command(sub)
+
+
+def _add_steps_command(sub) -> None:
+    steps = sub.add_parser(
+        "steps",
+        help="per-step labels for a PRM, PQM or value head, from trees or from the completer's annotations",
+        description="From search trees (--trees): every answered trajectory, each step labelled with its Q (q), the "
+        "share of graded answers below it that are right (soft) or whether any is (hard). From annotations "
+        "(--annotations, written by `evomath annotate`): Math-Shepherd's hard or soft estimates.",
+    )
+    source = steps.add_mutually_exclusive_group(required=True)
+    source.add_argument("--trees", type=Path, help="trees JSONL from the search")
+    source.add_argument("--annotations", type=Path, help="annotations JSONL from `evomath annotate`")
+    steps.add_argument("--out", required=True, type=Path, help="step-label JSONL to write")
+    steps.add_argument("--labels", choices=("q", "soft", "hard"), required=True,
+                       help="q: the step's Q (PQM, value head); soft/hard: the Monte-Carlo estimates (PRM)")
+    _add_config_args(steps, ("search", ["step_format"]))
+    steps.set_defaults(func=cmd_steps)
 
 
 def add_train_commands(subparsers) -> None:
@@ -88,6 +110,32 @@ def add_train_commands(subparsers) -> None:
     ppm.add_argument("--pairs", required=True, type=Path, help="pairs JSONL from `data pairs`")
     _add_train_args(ppm, "ppm")
     ppm.set_defaults(func=cmd_train_ppm)
+
+    orm = sub.add_parser(
+        "orm", help="train rStar's outcome reward model baseline on whole-solution pairs",
+        description="The PPM's tanh head and Bradley-Terry loss over whole-solution pairs (`data pairs --outcome-only`).",
+    )
+    orm.add_argument("--pairs", required=True, type=Path, help="outcome pairs JSONL from `data pairs --outcome-only`")
+    _add_train_args(orm, "ppm")
+    orm.set_defaults(func=cmd_train_orm)
+
+    for kind, section, what in (("prm", "prm", "Math-Shepherd's process reward model: per-step cross-entropy on "
+                                 "hard or soft labels"), ("pqm", "ppm", "rStar's Q-value baseline: per-step MSE to Q")):
+        model = sub.add_parser(kind, help=f"train {what.split(':')[0]}", description=f"{what}; a scalar head on the "
+                               "policy read at each step's end, served through the same scorer as the PPM.")
+        model.add_argument("--steps", required=True, type=Path, help="step-label JSONL from `data steps`")
+        _add_train_args(model, section)
+        model.set_defaults(func=cmd_train_step_reward, kind=kind)
+
+    value = sub.add_parser(
+        "value", help="train AlphaMath's value head jointly with the policy's SFT",
+        description="SFT loss on the correct solutions + beta * MSE between the value head at each step's end and the "
+        "step's Q (positive and negative steps); one checkpoint vLLM generates from, the head beside it.",
+    )
+    value.add_argument("--data", required=True, type=Path, help="SFT JSONL from `data sft`")
+    value.add_argument("--steps", required=True, type=Path, help="Q-labelled steps from `data steps --labels q`")
+    _add_train_args(value, "value")
+    value.set_defaults(func=cmd_train_value)
 
 
 def _add_config_args(parser, *sections: tuple[str, list[str] | None]) -> None:
@@ -147,8 +195,26 @@ def cmd_pairs(args) -> int:
 
     experiment = _experiment(args)
     summary = make_pairs(args.trees, args.out, make_format(experiment.search.step_format), experiment.ppm,
-                         progress=True)
+                         progress=True, outcome_only=args.outcome_only)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_steps(args) -> int:
+    from evomath.files import read_jsonl
+    from evomath.formats import make_format
+    from evomath.tree import read_trees
+    from training.step_rewards import annotation_rows, label_summary, tree_step_rows, write_step_rows
+
+    fmt = make_format(_experiment(args).search.step_format)
+    if args.trees:
+        rows = tree_step_rows(read_trees(args.trees), fmt, args.labels)
+    else:
+        if args.labels == "q":
+            raise ValueError("--labels q reads Q values off trees: give --trees (annotations carry hard and soft)")
+        rows = annotation_rows(read_jsonl(args.annotations), fmt, args.labels, where=str(args.annotations))
+    write_step_rows(args.out, rows)
+    print(json.dumps(label_summary(rows), indent=2))
     return 0
 
 
@@ -162,6 +228,26 @@ def cmd_train_ppm(args) -> int:
     from training.ppm import train_ppm
 
     return _train(args, "ppm", train_ppm, args.pairs)
+
+
+def cmd_train_orm(args) -> int:
+    from training.ppm import train_ppm
+
+    return _train(args, "ppm", functools.partial(train_ppm, kind="orm"), args.pairs)
+
+
+def cmd_train_step_reward(args) -> int:
+    from training.step_rewards import train_step_reward
+
+    return _train(args, "prm" if args.kind == "prm" else "ppm", functools.partial(train_step_reward, kind=args.kind),
+                  args.steps)
+
+
+def cmd_train_value(args) -> int:
+    from training.value_head import train_value_head
+
+    return _train(args, "value", lambda data, *rest, **kwargs: train_value_head(data, args.steps, *rest, **kwargs),
+                  args.data)
 
 
 def _train(args, section: str, train_fn, data_path: Path) -> int:

@@ -83,6 +83,17 @@ def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
     return rows
 
 
+def annotation_rows(records: Iterable[dict], fmt, labels: str, where: str = "annotations") -> list[dict]:
+    """PRM rows from the completer's records (``evomath.search.annotate``): its hard or soft estimates."""
+    rows = []
+    for lineno, record in enumerate(records, 1):
+        missing = [key for key in ("question", "steps", labels, "problem_id") if key not in record]
+        if missing:
+            raise TrainingInputError(f"{where}:{lineno}: an annotation lacks field(s) {', '.join(missing)}")
+        rows.append(step_row(fmt, record["question"], record["steps"], record[labels], record["problem_id"]))
+    return rows
+
+
 def read_step_rows(path: str | Path, kind: str) -> list[dict]:
     """Step-label rows, each checked: text fields, as many labels as steps, labels in range. An error
     names the file, the line and the field."""
