@@ -31,8 +31,11 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--methods", help="comma list, e.g. greedy,maj@8,ppm-bon@8,beam-3x5,mcts (default: the config's)")
     p.add_argument("--policy", help="policy model: embedded name, directory, hub id or models:/ URI (default: the config's)")
     p.add_argument("--ppm", help="process preference model directory or models:/ URI (ppm-*, beam, mcts, offline-ppm)")
+    p.add_argument("--reward-model", action="append", default=[], metavar="KIND=DIR",
+                   help="another reward model, e.g. prm=runs/x/round-3/prm (kinds: ppm, prm, value, orm, pqm); "
+                   "repeatable: RM-bon@K and RM-vote@K of every kind read the same samples")
     p.add_argument("--ppm-backend", choices=("transformers", "vllm"), default="transformers",
-                   help="how the PPM is served (default transformers)")
+                   help="how the reward models are served (default transformers)")
     p.add_argument("--config", help="experiment YAML (ExperimentConfig): engine, sandbox, eval_search, eval; "
                    "the flags below override it")
     p.add_argument("--out", help="output directory (default: <run_dir>/<name>/eval from the config)")
@@ -48,21 +51,35 @@ def add_evaluate_command(subparsers) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def load_ppm(spec: str, backend: str, step_format: str):
-    """The PPM scorer; a directory that is not a PPM, or a PPM of another step format, is refused."""
+def load_reward_model(spec: str, kind: str, backend: str, step_format: str):
+    """A reward model's scorer; a directory of another kind, or trained on another step format, is refused."""
     from evomath.models import resolve_model
-    from evomath.scoring import load_scorer, ppm_marker
+    from evomath.scoring import load_scorer, reward_marker
 
     path = resolve_model(spec)
-    trained_on = ppm_marker(path).get("format")
+    trained_on = reward_marker(path, kind).get("format")
     if trained_on and trained_on != step_format:
-        raise ValueError(f"PPM {spec} was trained on {trained_on} steps; evaluate with --step-format {trained_on}")
-    return load_scorer(path, backend=backend)
+        raise ValueError(f"{kind.upper()} {spec} was trained on {trained_on} steps; evaluate with --step-format "
+                         f"{trained_on}")
+    return load_scorer(path, backend=backend if kind != "value" else "transformers", kind=kind)
+
+
+def reward_model_args(args) -> dict[str, str]:
+    """kind -> directory from --ppm and every --reward-model KIND=DIR."""
+    from evomath.scoring import KINDS
+
+    models = {"ppm": args.ppm} if args.ppm else {}
+    for item in args.reward_model:
+        kind, sep, path = item.partition("=")
+        if not sep or kind not in KINDS or not path:
+            raise ValueError(f"--reward-model {item!r}: expected KIND=DIR with KIND one of {', '.join(KINDS)}")
+        models[kind] = path
+    return models
 
 
 def cmd_evaluate(args) -> int:
     from evaluation.benchmarks import load_suite, split_names
-    from evaluation.methods import parse_methods
+    from evaluation.methods import GUIDE, parse_methods
     from evaluation.report import format_table
     from evaluation.run import check_inputs, run_suite
     from evomath.backends import make_backend
@@ -79,9 +96,13 @@ def cmd_evaluate(args) -> int:
         search = search.model_copy(update={"seed": config.eval.seed})
     out = Path(args.out) if args.out else Path(config.run_dir) / config.name / "eval"
     with ExitStack() as stack:
-        scorer = load_ppm(args.ppm, args.ppm_backend, search.step_format) if args.ppm else None
-        if scorer is not None:
-            stack.callback(scorer.close)
+        scorers = {}
+        for kind, path in reward_model_args(args).items():
+            scorers[kind] = load_reward_model(path, kind, args.ppm_backend, search.step_format)
+            stack.callback(scorers[kind].close)
+        if scorers:
+            scorers[GUIDE] = scorers.get(config.reward_model, next(iter(scorers.values())))
+        scorer = scorers or None
         check_inputs(specs, scorer, args.trees)
         backend = None
         if any(s.generates for s in specs):  # offline methods only read saved trees

@@ -31,18 +31,22 @@ from evaluation.select import (
 MCTS_SEARCHES = 64
 MCTS_TOP = 4
 
+RM = "(ppm|prm|value|orm|pqm)"  # the reward-model kinds (evomath.scoring.KINDS)
 FORMS: tuple[tuple[str, str], ...] = (
     ("greedy", "one solution at temperature 0"),
     ("maj@K", "majority vote over K samples"),
     ("pass@K", "oracle: right when any of K samples is (an upper bound, not a method)"),
-    ("ppm-bon@K", "best of K samples by PPM score, minimum over steps (Math-Shepherd)"),
-    ("ppm-bon-last@K", "best of K samples by the PPM score of the last step"),
-    ("ppm-vote@K", "vote over K samples weighted by PPM score (minimum over steps; -last for last step)"),
-    ("beam-B1xB2", "step beam search SBS(B1, B2) guided by the PPM"),
-    ("mcts[@S[-topT]]", f"S MCTS searches with the PPM (default {MCTS_SEARCHES}), vote over the top T "
-                        f"answers by PPM (default {MCTS_TOP})"),
-    ("offline-q|offline-visits|offline-ppm", "re-select from saved trees by Q, by visits or by PPM score"),
+    ("ppm-bon@K", "best of K samples by the PPM's score, minimum over steps (Math-Shepherd); prm-, value-, orm-, "
+                  "pqm-bon@K: by that reward model's"),
+    ("ppm-bon-last@K", "best of K samples by the reward model's score of the last step"),
+    ("ppm-vote@K", "vote over K samples weighted by the reward model's score (minimum over steps; -last for last step)"),
+    ("beam-B1xB2", "step beam search SBS(B1, B2) guided by the reward model"),
+    ("mcts[@S[-topT]]", f"S MCTS searches with the reward model (default {MCTS_SEARCHES}), vote over the top T "
+                        f"answers by its score (default {MCTS_TOP})"),
+    ("offline-q|offline-visits|offline-ppm", "re-select from saved trees by Q, by visits or by a reward model's score "
+                                             "(offline-value: AlphaMath's value head, offline-prm ...)"),
 )
+GUIDE = "guide"  # what beam search and MCTS need: the reward model that guides the search
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,13 @@ class Method:
         return self.kind
 
     @property
+    def reward_model(self) -> str | None:
+        """The reward model it reads: a kind (ppm, prm, ...), ``GUIDE`` (the search's own), or None."""
+        return None
+
+    @property
     def needs_ppm(self) -> bool:
-        return False
+        return self.reward_model is not None
 
     @property
     def generates(self) -> bool:
@@ -89,41 +98,48 @@ class Method:
 
 @dataclass(frozen=True)
 class Sampled(Method):
-    """Greedy, maj@k, pass@k, ppm-bon@k, ppm-vote@k: a choice among the first k chains of a tree."""
+    """Greedy, maj@k, pass@k, RM-bon@k, RM-vote@k: a choice among the first k chains of a tree."""
 
     k: int = 1
-    agg: str = "min"  # how PPM step scores make a solution's score: min | last
+    agg: str = "min"  # how step scores make a solution's score: min | last
+    rm: str | None = None  # the reward model bon and vote read
+
+    @property
+    def select_by(self) -> str:
+        return self.kind.removeprefix(f"{self.rm}-") if self.rm else self.kind
 
     @property
     def generation(self) -> str:
         return "greedy" if self.kind == "greedy" else "samples"
 
     @property
-    def needs_ppm(self) -> bool:
-        return self.kind in ("ppm-bon", "ppm-vote")
+    def reward_model(self) -> str | None:
+        return self.rm
 
     @property
     def family(self) -> str:
         return self.kind + ("-last" if self.agg == "last" else "")
 
     def pick(self, candidates: list[Solution]) -> Solution | None:
-        if self.kind == "pass":  # an oracle: the first right one, else the first
+        if self.select_by == "pass":  # an oracle: the first right one, else the first
             return next((s for s in candidates if s.correct), candidates[0] if candidates else None)
-        if self.kind == "ppm-bon":
+        if self.select_by == "bon":
             return best_by(candidates, lambda s: s.score(self.agg))
-        if self.kind == "ppm-vote":
+        if self.select_by == "vote":
             return majority(candidates, ppm_weight(self.agg))
         return majority(candidates)  # greedy (one candidate) and maj
 
     def generate(self, ctx, group, done, saved) -> Run:
         if self.kind == "greedy":
             return runs.run_greedy(ctx)
-        return runs.run_samples(ctx, max(m.k for m in group), score=any(m.needs_ppm for m in group))
+        kinds = {m.rm for m in group if m.rm}
+        return runs.run_samples(ctx, max(m.k for m in group), kinds)
 
     def choose(self, run: Run, index: int) -> tuple[Choice, int]:
         tree = run.trees[index][0]
         used = chains(tree)[: self.k]
-        return choose_samples(self, tree), sum(n.num_tokens for chain in used for n in chain)
+        scores = run.step_scores[self.rm][index] if self.rm else None
+        return choose_samples(self, tree, scores), sum(n.num_tokens for chain in used for n in chain)
 
     def cost_share(self, run: Run) -> float:
         return min(self.k, run.samples) / run.samples if self.kind != "greedy" else 1.0
@@ -140,8 +156,8 @@ class Beam(Method):
         return f"beam-{self.beam[0]}x{self.beam[1]}"
 
     @property
-    def needs_ppm(self) -> bool:
-        return True
+    def reward_model(self) -> str:
+        return GUIDE
 
     def generate(self, ctx, group, done, saved) -> Run:
         return runs.run_beam(ctx, *self.beam)
@@ -162,8 +178,8 @@ class MCTS(Method):
         return f"mcts@{self.searches}"
 
     @property
-    def needs_ppm(self) -> bool:
-        return True
+    def reward_model(self) -> str:
+        return GUIDE
 
     def generate(self, ctx, group, done, saved) -> Run:
         return runs.run_mcts(ctx, self.searches)
@@ -176,11 +192,11 @@ class MCTS(Method):
 class Offline(Method):
     """AlphaMath's offline re-selection from saved trees (or this evaluation's MCTS trees)."""
 
-    select_by: str = "q"  # q | visits | ppm
+    select_by: str = "q"  # q | visits | a reward-model kind
 
     @property
-    def needs_ppm(self) -> bool:
-        return self.select_by == "ppm"
+    def reward_model(self) -> str | None:
+        return None if self.select_by in ("q", "visits") else self.select_by
 
     @property
     def generates(self) -> bool:
@@ -195,10 +211,10 @@ class Offline(Method):
         if saved is None:
             first = next(name for name in done if name.startswith("mcts@"))
             saved = ([t for trees in done[first].trees for t in trees], first)
-        return runs.load_offline(ctx, *saved, score=any(m.needs_ppm for m in group))
+        return runs.load_offline(ctx, *saved, kinds={m.reward_model for m in group if m.reward_model})
 
     def select(self, trees, run, index) -> Choice:
-        return choose_offline(self, trees, run.ppm[index] if run.ppm else None)
+        return choose_offline(self, trees, run.answer_scores[self.select_by][index] if self.reward_model else None)
 
 
 def valid_forms() -> str:
@@ -220,14 +236,13 @@ _PATTERNS: tuple[tuple[re.Pattern, Callable[[re.Match], Method]], ...] = (
     (re.compile(r"greedy"), lambda m: Sampled("greedy", "greedy")),
     (re.compile(r"(maj|pass)@(\d+)"), lambda m: Sampled(f"{m[1]}@{m[2]}", m[1], k=int(m[2]))),
     (
-        re.compile(r"ppm-(bon|vote)(?:-(min|last))?@(\d+)"),
-        lambda m: Sampled(
-            f"ppm-{m[1]}{'-last' if m[2] == 'last' else ''}@{m[3]}", f"ppm-{m[1]}", k=int(m[3]), agg=m[2] or "min"
-        ),
+        re.compile(rf"{RM}-(bon|vote)(?:-(min|last))?@(\d+)"),
+        lambda m: Sampled(f"{m[1]}-{m[2]}{'-last' if m[3] == 'last' else ''}@{m[4]}", f"{m[1]}-{m[2]}", k=int(m[4]),
+                          agg=m[3] or "min", rm=m[1]),
     ),
     (re.compile(r"beam-(\d+)x(\d+)"), lambda m: Beam(m[0], "beam", beam=(int(m[1]), int(m[2])))),
     (re.compile(r"mcts(?:@(\d+)(?:-top(\d+))?)?"), lambda m: _mcts(int(m[1] or MCTS_SEARCHES), int(m[2] or MCTS_TOP))),
-    (re.compile(r"offline-(q|visits|ppm)"), lambda m: Offline(m[0], "offline", select_by=m[1])),
+    (re.compile(rf"offline-(q|visits|{RM[1:-1]})"), lambda m: Offline(m[0], "offline", select_by=m[1])),
 )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from evaluation import runs
 from evaluation.benchmarks import load_suite
-from evaluation.methods import MCTS, Method, Offline, parse_methods
+from evaluation.methods import GUIDE, MCTS, Method, Offline, parse_methods
 from evaluation.records import flat_metrics, make_record, summarize, write_records, write_summary
 from evaluation.report import plot_accuracy_vs_tokens
 from evaluation.runs import Context, Run
@@ -38,7 +38,7 @@ PLOT_NAME = "accuracy_vs_tokens.png"
 def method_records(spec: Method, run: Run, problems: Sequence, benchmark: str) -> list[dict]:
     """Seconds per question: the run's wall time (plus PPM scoring, for the methods that use it)
     over its problems; a method reading k of n shared samples is charged k/n of it."""
-    seconds = run.seconds + (run.scoring_seconds if spec.needs_ppm else 0.0)
+    seconds = run.seconds + run.scoring_seconds.get(spec.reward_model, 0.0)
     per_problem = seconds * spec.cost_share(run) / max(1, len(problems))
     records = []
     for i, problem in enumerate(problems):
@@ -50,11 +50,29 @@ def method_records(spec: Method, run: Run, problems: Sequence, benchmark: str) -
 # --- entry points -------------------------------------------------------------------------------
 
 
+def reward_models(scorer) -> dict[str, object]:
+    """Reward models by kind, ``GUIDE`` among them (the one beam search and MCTS follow): a mapping
+    kind -> scorer as it is (its guide the PPM unless named), a single scorer as the PPM."""
+    if scorer is None:
+        return {}
+    models = dict(scorer) if isinstance(scorer, Mapping) else {"ppm": scorer}
+    if models and GUIDE not in models:
+        models[GUIDE] = models.get("ppm", next(iter(models.values())))
+    return {kind: runs.as_value_fn(model) for kind, model in models.items()}
+
+
 def check_inputs(specs: Sequence[Method], scorer, trees) -> None:
     """Refuse, before any generation, a method whose inputs are missing."""
-    needing = [s.name for s in specs if s.needs_ppm]
-    if needing and scorer is None:
-        raise ValueError(f"{', '.join(needing)} need a process preference model (--ppm DIR)")
+    models = reward_models(scorer)
+    missing: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.reward_model is not None and spec.reward_model not in models:
+            # a missing PPM and a missing guide are one request: give a PPM
+            missing.setdefault("ppm" if spec.reward_model == GUIDE else spec.reward_model, []).append(spec.name)
+    for kind, names in missing.items():
+        if kind == "ppm":
+            raise ValueError(f"{', '.join(names)} need a process preference model (--ppm DIR)")
+        raise ValueError(f"{', '.join(names)} need a {kind.upper()} (--reward-model {kind}=DIR)")
     if any(isinstance(s, Offline) for s in specs) and trees is None and not any(isinstance(s, MCTS) for s in specs):
         raise ValueError("offline methods re-select from saved trees: give them (--trees PATH) or add an mcts method")
 
@@ -88,12 +106,15 @@ def evaluate(
 ) -> list[dict]:
     """Per-problem records of every method on ``problems``; written under ``out_dir`` when given.
 
-    ``scorer``: the PPM (a ``RewardScorer`` or any ValueFn), needed by ppm-*, beam, mcts and
-    offline-ppm. ``trees``: saved trees for offline methods (default: this run's MCTS trees).
+    ``scorer``: the reward models (``reward_models``): a ``RewardScorer`` or any ValueFn as the PPM,
+    or a mapping kind -> scorer, needed by RM-bon, RM-vote, offline-RM and (the guide) beam and mcts.
+    ``trees``: saved trees for offline methods (default: this run's MCTS trees).
     """
     specs = parse_methods(methods)
     check_inputs(specs, scorer, trees)
-    ctx = Context(problems, SearchEnv(backend, fmt, search_config, sandbox, grader, runs.as_value_fn(scorer)), progress)
+    models = reward_models(scorer)
+    env = SearchEnv(backend, fmt, search_config, sandbox, grader, models.get(GUIDE))
+    ctx = Context(problems, env, progress, {k: v for k, v in models.items() if k != GUIDE})
     made = generate_runs(specs, ctx, trees, benchmark)
     records = [r for spec in specs for r in method_records(spec, made[spec.generation], problems, benchmark)]
     if out_dir is not None:

@@ -22,21 +22,28 @@ SEARCH_SEPARATOR = "#"  # MCTS search s of problem p runs as problem "p#s" (its 
 
 @dataclass
 class Run:
-    """One generation's trees, per problem in problem order, and what it cost."""
+    """One generation's trees, per problem in problem order, and what it cost.
+
+    Reward-model scores are kept beside the trees, one mapping per reward-model kind and problem,
+    so several verifiers read the very same samples: ``step_scores[kind][i]`` maps a node id of
+    problem i's sample tree to its score, ``answer_scores[kind][i]`` maps (tree index, answer node
+    id) of saved trees to the score of that answer."""
 
     name: str
     trees: list[list[Tree]]
     seconds: float = 0.0  # wall time of the batched run
-    scoring_seconds: float = 0.0  # PPM scoring after the run (sample chains, offline answers)
     samples: int = 1
-    ppm: list[dict[tuple[int, int], float]] = field(default_factory=list)  # offline-ppm answer scores
+    scoring_seconds: dict[str, float] = field(default_factory=dict)  # per reward-model kind
+    step_scores: dict[str, list[dict[int, float]]] = field(default_factory=dict)
+    answer_scores: dict[str, list[dict[tuple[int, int], float]]] = field(default_factory=dict)
 
 
 @dataclass
 class Context:
     problems: Sequence
-    env: SearchEnv
+    env: SearchEnv  # env.value_fn: the reward model that guides beam search and MCTS
     progress: bool
+    scorers: dict[str, Callable] = field(default_factory=dict)  # reward-model kind -> ValueFn
 
 
 def as_value_fn(scorer) -> Callable | None:
@@ -55,24 +62,41 @@ def run_greedy(ctx: Context) -> Run:
     return Run("greedy", [[t] for t in trees], stats.seconds)
 
 
-def run_samples(ctx: Context, n: int, score: bool) -> Run:
+def run_samples(ctx: Context, n: int, kinds: Iterable[str] = ()) -> Run:
+    """``n`` samples per problem, every answered chain scored at every step by each reward model of
+    ``kinds`` (the same samples for all of them and for maj/pass)."""
     trees, stats = best_of_n(ctx.problems, replace(ctx.env, value_fn=None), n, progress=ctx.progress)
     run = Run(f"samples@{n}", [[t] for t in trees], stats.seconds, samples=n)
-    if score:
-        run.scoring_seconds = score_chains(trees, ctx.env.value_fn)
+    for kind in sorted(kinds):
+        began = time.perf_counter()
+        run.step_scores[kind] = score_chains(trees, ctx.scorers[kind])
+        run.scoring_seconds[kind] = time.perf_counter() - began
+    keep_scores(trees, run.step_scores)
     return run
 
 
-def score_chains(trees: Sequence[Tree], value_fn: Callable) -> float:
-    """Score every step of every answered chain (stored as the nodes' priors), so min-step and
-    last-step aggregation both have what they need; returns the seconds it took."""
-    began = time.perf_counter()
-    answered = [(t, chain) for t in trees for chain in chains(t) if is_answer(chain[-1])]
-    items = [(t.question, [n.text for n in chain]) for t, chain in answered]
-    for (_, chain), scores in zip(answered, prefix_scores(value_fn, items) if items else [], strict=True):
+def keep_scores(trees: Sequence[Tree], step_scores: dict[str, list[dict[int, float]]]) -> None:
+    """Write the scores into the saved trees too: every kind's in ``meta["scores"]`` (node id ->
+    score), and the PPM's (else the first kind's) as the nodes' priors, as a search would have."""
+    if not step_scores:
+        return
+    main = "ppm" if "ppm" in step_scores else sorted(step_scores)[0]
+    for i, tree in enumerate(trees):
+        tree.meta["scores"] = {kind: {str(k): v for k, v in per[i].items()} for kind, per in step_scores.items()}
+        for node_id, score in step_scores[main][i].items():
+            tree.nodes[node_id].prior = score
+
+
+def score_chains(trees: Sequence[Tree], value_fn: Callable) -> list[dict[int, float]]:
+    """Every step's score of every answered chain, per tree (node id -> score), so min-step and
+    last-step aggregation both have what they need."""
+    answered = [(i, chain) for i, t in enumerate(trees) for chain in chains(t) if is_answer(chain[-1])]
+    items = [(trees[i].question, [n.text for n in chain]) for i, chain in answered]
+    out: list[dict[int, float]] = [{} for _ in trees]
+    for (i, chain), scores in zip(answered, prefix_scores(value_fn, items) if items else [], strict=True):
         for node, score in zip(chain, scores, strict=True):
-            node.prior = score
-    return time.perf_counter() - began
+            out[i][node.id] = float(score)
+    return out
 
 
 def run_beam(ctx: Context, width: int, expand: int) -> Run:
@@ -93,31 +117,39 @@ def run_mcts(ctx: Context, searches: int) -> Run:
     return Run(f"mcts@{searches}", grouped, stats.seconds)
 
 
-def load_offline(ctx: Context, source: Iterable[Tree], where: str, score: bool) -> Run:
-    """Saved trees matched to the problems by id; a run's cost is what the trees recorded."""
+def load_offline(ctx: Context, source: Iterable[Tree], where: str, kinds: Iterable[str] = ()) -> Run:
+    """Saved trees matched to the problems by id; a run's cost is what the trees recorded. Trees
+    whose Q values were backed up from gold rewards (a training search) are refused: re-selecting
+    by them would let the gold answer choose."""
     by_id: dict[str, list[Tree]] = {}
     for tree in source:
         by_id.setdefault(tree.problem_id, []).append(tree)
     grouped = [by_id.get(p.id, []) for p in ctx.problems]
     if not any(grouped):
         raise ValueError(f"no saved tree in {where} matches a problem of this benchmark")
+    gold = [t.problem_id for trees in grouped for t in trees if t.meta.get("reward", "gold") == "gold"]
+    if gold:
+        raise ValueError(f"{where}: trees searched with gold rewards (e.g. {gold[0]}): their Q values and visits "
+                         "know the answer, so offline re-selection from them would not be an evaluation; give trees "
+                         "an evaluation MCTS saved (reward from the value function)")
     seconds = sum(t.meta.get("seconds", 0.0) for trees in grouped for t in trees)
     run = Run("offline", grouped, seconds)
-    if score:
-        run.ppm, run.scoring_seconds = score_answers(grouped, ctx.env.value_fn)
+    for kind in sorted(kinds):
+        began = time.perf_counter()
+        run.answer_scores[kind] = score_answers(grouped, ctx.scorers[kind])
+        run.scoring_seconds[kind] = time.perf_counter() - began
     return run
 
 
-def score_answers(grouped: list[list[Tree]], value_fn: Callable) -> tuple[list[dict], float]:
-    """PPM scores of every answer in saved trees, in one call, kept beside the trees (a prior
-    would change the nodes' Q, which offline-q reads)."""
-    began = time.perf_counter()
+def score_answers(grouped: list[list[Tree]], value_fn: Callable) -> list[dict]:
+    """A reward model's score of every answer in saved trees, in one call, kept beside the trees (a
+    prior would change the nodes' Q, which offline-q reads)."""
     keys = [(i, j, n) for i, trees in enumerate(grouped) for j, t in enumerate(trees) for n in t.answered() if is_answer(n)]
     scores = value_fn([(grouped[i][j].question, grouped[i][j].steps_text(n)) for i, j, n in keys]) if keys else []
     out: list[dict] = [{} for _ in grouped]
     for (i, j, node), score in zip(keys, scores, strict=True):
         out[i][j, node.id] = float(score)
-    return out, time.perf_counter() - began
+    return out
 
 
 def offline_source(trees, benchmark: str) -> tuple[list[Tree], str]:

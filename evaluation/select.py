@@ -48,9 +48,14 @@ def is_answer(node: Node) -> bool:
     return node.terminal == "answer" and node.answer is not None
 
 
-def solution(tree: Tree, node: Node, override: float | None = None) -> Solution:
-    """The trajectory ending at an answer node, with the step scores its nodes carry."""
-    scores = tuple(n.prior for n in tree.path(node) if n.prior is not None)
+def solution(tree: Tree, node: Node, override: float | None = None, step_scores: Mapping[int, float] | None = None
+             ) -> Solution:
+    """The trajectory ending at an answer node, with its step scores: from ``step_scores`` (node id
+    -> score, a verifier's) when given, else the priors its nodes carry (the search's own)."""
+    if step_scores is not None:
+        scores = tuple(step_scores[n.id] for n in tree.path(node) if n.id in step_scores)
+    else:
+        scores = tuple(n.prior for n in tree.path(node) if n.prior is not None)
     if override is not None:
         scores = (override,)
     return Solution(node.answer, bool(node.correct), node.depth, scores)
@@ -94,10 +99,11 @@ def best_by(solutions: Sequence[Solution], key: Callable[[Solution], float]) -> 
     return max(solutions, key=key, default=None)
 
 
-def choose_samples(spec, tree: Tree) -> Choice:
-    """greedy, maj@k, pass@k, ppm-bon@k, ppm-vote@k: ``spec.pick`` over the first ``spec.k`` chains."""
+def choose_samples(spec, tree: Tree, step_scores: Mapping[int, float] | None = None) -> Choice:
+    """greedy, maj@k, pass@k, RM-bon@k, RM-vote@k: ``spec.pick`` over the first ``spec.k`` chains,
+    scored by ``step_scores`` (a reward model's, node id -> score) or the nodes' priors."""
     ends = [chain[-1] for chain in chains(tree)[: spec.k]]
-    candidates = [solution(tree, n) for n in ends if is_answer(n)]
+    candidates = [solution(tree, n, step_scores=step_scores) for n in ends if is_answer(n)]
     return Choice(spec.pick(candidates), candidates)
 
 
@@ -142,11 +148,12 @@ OFFLINE_KEYS: dict[str, Callable[[Node], float | tuple]] = {
 
 def choose_offline(spec, trees: Sequence[Tree], ppm: Mapping[tuple[int, int], float] | None = None) -> Choice:
     """Re-select from saved trees. ``q``/``visits`` walk each tree and keep the best end across
-    trees; ``ppm`` takes the answer with the best score in ``ppm`` ((tree index, node id) -> score)."""
+    trees; a reward model takes the answer with the best score in ``ppm`` ((tree index, node id) ->
+    score)."""
     candidates = [solution(t, n) for t in trees for n in t.answered() if is_answer(n)]
-    if spec.select_by == "ppm":
+    if spec.select_by not in OFFLINE_KEYS:
         if ppm is None:
-            raise ValueError("offline-ppm needs the answers' PPM scores")
+            raise ValueError(f"offline-{spec.select_by} needs the answers' {spec.select_by} scores")
         scored = [solution(t, n, ppm[j, n.id]) for j, t in enumerate(trees) for n in t.answered() if is_answer(n)]
         return Choice(best_by(scored, lambda s: s.score("last")), candidates)
     key = OFFLINE_KEYS[spec.select_by]

@@ -180,6 +180,9 @@ class ExperimentConfig(_Config):
     sft_from: Literal["previous", "base"] = Field(
         "previous", description="fine-tune the previous round's policy, or the base model each round"
     )
+    reward_model: Literal["ppm", "prm", "value", "orm", "pqm"] = Field(
+        "ppm", description="the reward model that guides search (PPM-augmented MCTS from ppm_from_round, step beam "
+        "search, MCTS evaluation): rStar's PPM, Math-Shepherd's PRM, AlphaMath's value head, rStar's ORM or PQM")
     engine: EngineConfig = EngineConfig()
     sandbox: SandboxConfig = SandboxConfig()
     search: SearchConfig = SearchConfig()

@@ -362,6 +362,7 @@ class Driver:
     def _finish(self, state: SearchState, stats: SearchStats) -> Tree:
         tree, meta = state.tree, state.tree.meta
         meta["method"] = self.method
+        meta["reward"] = self.expander.reward  # "gold": its values know the answer (never re-select from it)
         meta["step_format"] = self.expander.fmt.name
         meta["seed"] = self.config.seed
         meta["seeds"] = [*meta.get("seeds", []), self.config.seed]

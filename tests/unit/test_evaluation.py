@@ -360,6 +360,29 @@ def test_sampling_methods_share_one_best_of_n_run(tmp_path):
     assert [r["problem_id"] for r in read_jsonl(tmp_path / "demo/maj@8.jsonl")] == ["p0", "p1"]
 
 
+class ContraryPRM(FakePPM):
+    """Dislikes what the PPM likes."""
+
+    def score(self, items):
+        return [-s for s in super().score(items)]
+
+
+def test_several_reward_models_verify_the_very_same_samples(tmp_path):
+    ppm, prm = FakePPM(), ContraryPRM()
+    records, backend = run_eval("maj@8,ppm-bon@8,prm-bon@8,prm-vote@8", tmp_path, {"ppm": ppm, "prm": prm})
+    roots = [r for r in backend.requests if r.prompt.rstrip("\n").split("\n")[-1].startswith("Q: ")]
+    assert sorted(r.n for r in roots) == [8, 8]  # one generation for every verifier
+    assert (ppm.calls, prm.calls) == (1, 1)
+    got = by_method(records)
+    assert [r["correct"] for r in got["ppm-bon@8"]] == [True, True]
+    assert [r["correct"] for r in got["prm-bon@8"]] == [False, False]  # the contrary verifier, same candidates
+    assert got["ppm-bon@8"][0]["solutions"] == got["prm-bon@8"][0]["solutions"] == 8
+    saved = list(read_trees(tmp_path / "trees/samples@8/demo.jsonl"))
+    assert set(saved[0].meta["scores"]) == {"ppm", "prm"}
+    with pytest.raises(ValueError, match=r"value-bon@8 need a VALUE \(--reward-model value=DIR\)"):
+        run_eval("value-bon@8", tmp_path, {"ppm": ppm})
+
+
 def test_a_plain_value_fn_serves_as_the_ppm(tmp_path):
     ppm = FakePPM()
     records, _ = run_eval("maj@8,ppm-bon@8", tmp_path, ppm.score)  # a callable, as RewardScorer is
