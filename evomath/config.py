@@ -75,6 +75,14 @@ class SearchConfig(_Config):
     c_puct: float = Field(2.0, ge=0, description="UCT's exploration constant c")
     unvisited_bonus: float | None = Field(0.0, description="UCT score of an unvisited child: rStar 0 (follow the "
                                           "best Q); empty/None: +inf (classic UCT)")
+    selection: Literal["uct", "puct"] = Field(
+        "uct", description="uct: rStar's Q + c sqrt(ln N / n); puct: AlphaMath's Q + c P sqrt(N) / (1 + n), the prior P "
+        "from each candidate's length-normalised probability")
+    simulation: Literal["rollout", "expansion"] = Field(
+        "rollout", description="rollout: rStar goes on down from the best new step until a terminal; expansion: "
+        "AlphaMath's simulation ends after one expansion")
+    value_backup: bool = Field(False, description="back the value function's score of new steps up to the root "
+                               "(AlphaMath's leaf evaluation); rStar counts it on the new step only")
     max_code_errors: int = Field(2, ge=1, description="consecutive failing code steps that end a branch")
     force_final_answer: bool = Field(False, description="at the depth limit, open the last step with the format's "
                                      "answer prefix so the chain ends in a gradable answer, not a dead end")

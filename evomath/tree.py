@@ -27,6 +27,8 @@ class Node:
     # A value function's score for the partial trajectory ending here (the PPM from round 3):
     # it counts as the node's first value.
     prior: float | None = None
+    # The policy's probability of this step among its siblings (AlphaMath's PUCT prior).
+    policy_prior: float | None = None
     terminal: str | None = None  # one of TERMINAL_KINDS
     answer: str | None = None
     correct: bool | None = None

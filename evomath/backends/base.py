@@ -24,6 +24,8 @@ class GenerationRequest:
     seed: int | None = None
     # Keep the matched stop string at the end of the text (rStar's markers carry meaning).
     include_stop: bool = True
+    # Return each completion's log-probability (AlphaMath's PUCT priors).
+    logprobs: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class Completion:
     num_tokens: int
     finish_reason: str  # "stop" | "length"
     stop_reason: str | None = None  # the stop string that ended it, if any
+    logprob: float | None = None  # sum of its tokens' log-probabilities, when asked for
 
 
 @dataclass

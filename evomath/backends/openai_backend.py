@@ -49,6 +49,7 @@ class OpenAIBackend:
             max_tokens=request.max_tokens,
             stop=list(request.stop) or None,
             seed=request.seed,
+            logprobs=0 if request.logprobs else None,
             extra_body={"include_stop_str_in_output": request.include_stop, "return_token_ids": True},
         )
         choices = sorted(response.choices, key=lambda c: c.index)
@@ -59,6 +60,7 @@ class OpenAIBackend:
                 num_tokens=len(getattr(c, "token_ids", None) or []) or fallback_tokens,
                 finish_reason=c.finish_reason or "stop",
                 stop_reason=getattr(c, "stop_reason", None) if isinstance(getattr(c, "stop_reason", None), str) else None,
+                logprob=sum(c.logprobs.token_logprobs) if request.logprobs and c.logprobs else None,
             )
             for c in choices
         ]

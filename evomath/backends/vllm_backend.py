@@ -81,6 +81,7 @@ def sampling_params(request: GenerationRequest):
         stop=list(request.stop) or None,
         seed=request.seed,
         include_stop_str_in_output=request.include_stop,
+        logprobs=0 if request.logprobs else None,  # 0: the sampled tokens' own, no alternatives
     )
 
 
@@ -147,6 +148,7 @@ def _to_result(output) -> GenerationResult:
             num_tokens=len(o.token_ids),
             finish_reason=o.finish_reason or "stop",
             stop_reason=o.stop_reason if isinstance(o.stop_reason, str) else None,
+            logprob=o.cumulative_logprob,
         )
         for o in output.outputs
     ]

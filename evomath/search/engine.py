@@ -13,6 +13,7 @@ A method is a `SearchState` per problem: ``pending()`` names the leaves to expan
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -70,6 +71,19 @@ class SearchStats:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "tokens_per_second": self.tokens_per_second}
+
+
+def normalise_priors(children: Sequence[Node]) -> None:
+    """Siblings' mean log-probabilities (``policy_prior``, where the engine returned them) as a
+    probability distribution over them (a softmax): AlphaMath's PUCT prior P."""
+    scored = [c for c in children if c.policy_prior is not None]
+    if not scored:
+        return
+    top = max(c.policy_prior for c in scored)
+    weights = [math.exp(c.policy_prior - top) for c in scored]
+    total = sum(weights)
+    for child, weight in zip(scored, weights):
+        child.policy_prior = weight / total
 
 
 def derive_seed(*parts: object) -> int:
@@ -193,6 +207,7 @@ class Expander:
             max_tokens=self.config.max_step_tokens,
             stop=tuple(self.fmt.stop),
             seed=exp.seed,
+            logprobs=self.config.selection == "puct",
         )
 
     def _add_children(self, tree: Tree, exp: Expansion, result: GenerationResult) -> list[_Child]:
@@ -213,8 +228,11 @@ class Expander:
                 continue
             seen.add(key)
             node = tree.add_child(exp.leaf, text, num_tokens=completion.num_tokens)
+            node.policy_prior = completion.logprob / max(completion.num_tokens, 1) if completion.logprob is not None \
+                else None  # a mean log-probability until normalised below
             exp.children.append(node)
             out.append(_Child(tree, node, parsed))
+        normalise_priors(exp.children)
         return out
 
     def _submit_code(self, new: list[_Child]) -> list[tuple[_Child, Any]]:
@@ -298,6 +316,10 @@ class Expander:
             child.tree.backup(node, value)
         elif node.is_terminal:
             node.visits, node.value_sum = 1, DEAD_END
+        elif self.config.value_backup and node.prior is not None:
+            # AlphaMath: the new step's value is a leaf evaluation; its ancestors take it in (the step
+            # counts it as its prior already)
+            child.tree.backup(child.tree.nodes[node.parent], node.prior)
 
 
 class Driver:

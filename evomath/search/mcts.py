@@ -46,6 +46,15 @@ def uct(child: Node, parent_visits: int, c_puct: float, unvisited_bonus: float |
     return q + explore
 
 
+def puct(child: Node, parent_visits: int, c_puct: float, siblings: int, virtual: int = 0) -> float:
+    """AlphaMath's Q + c * P * sqrt(N_parent) / (1 + N_child), P the child's policy prior (uniform
+    over the siblings without one); an unvisited child's Q is 0."""
+    n = child.visits + (child.prior is not None) + virtual
+    q = (child.value_sum + (child.prior or 0.0) - virtual) / n if n else 0.0
+    p = child.policy_prior if child.policy_prior is not None else 1.0 / max(siblings, 1)
+    return q + c_puct * p * math.sqrt(max(parent_visits, 1)) / (1 + n)
+
+
 @dataclass(eq=False)
 class _Rollout:
     index: int
@@ -90,12 +99,13 @@ class TreeSearch(SearchState):
             rollout: _Rollout = exp.key
             self._release(rollout)
             options = [c for c in exp.children if not c.is_terminal]
-            if options:
+            if options and self.config.simulation == "rollout":
                 rollout.leaf = self.ranked(rollout.leaf, options)[0]
                 rollout.path.append(rollout.leaf.id)
                 self._claim(rollout)
-            else:
-                self.dead.add(rollout.leaf.id)
+            else:  # a terminal reached, or (AlphaMath) the simulation's one expansion done
+                if not options:
+                    self.dead.add(rollout.leaf.id)
                 self.inflight.remove(rollout)
                 self.rollouts += 1
 
@@ -118,10 +128,15 @@ class TreeSearch(SearchState):
         return None
 
     def ranked(self, parent: Node, children: Sequence[Node]) -> list[Node]:
-        """Children by UCT, best first; ties keep sampling order (rStar takes the first)."""
+        """Children by UCT (rStar) or PUCT (AlphaMath), best first; ties keep sampling order (rStar
+        takes the first)."""
         n_parent = parent.visits + (parent.prior is not None) + self.virtual[parent.id]
         cfg = self.config
-        scores = {c.id: uct(c, n_parent, cfg.c_puct, cfg.unvisited_bonus, self.virtual[c.id]) for c in children}
+        if cfg.selection == "puct":
+            siblings = len(parent.children)
+            scores = {c.id: puct(c, n_parent, cfg.c_puct, siblings, self.virtual[c.id]) for c in children}
+        else:
+            scores = {c.id: uct(c, n_parent, cfg.c_puct, cfg.unvisited_bonus, self.virtual[c.id]) for c in children}
         return sorted(children, key=lambda c: -scores[c.id])
 
     def _claim(self, rollout: _Rollout) -> None:

@@ -320,6 +320,40 @@ def test_an_over_long_prompt_is_a_length_dead_end_for_that_node_only():
     assert long_tree.meta["rollouts"] == 1 and short_tree.meta["rollouts"] == 1
 
 
+class LogprobBackend(FakeBackend):
+    """Every completion's log-probability is -(its length) (shorter steps are likelier)."""
+
+    def generate(self, requests, progress=False):
+        results = super().generate(requests, progress)
+        for req, res in zip(requests, results):
+            assert req.logprobs  # PUCT asks the engine for them
+            res.completions = [Completion(c.text, c.num_tokens, c.finish_reason, logprob=-float(len(c.text)))
+                               for c in res.completions]
+        return results
+
+
+def test_alphamath_puct_priors_leaf_values_and_one_expansion_per_simulation():
+    script = by_last_step({"": ["a", "bbbb"], "a": ["x", "\\boxed{5}"], "bbbb": ["y"], "x": ["\\boxed{5}"],
+                           "y": ["\\boxed{5}"]})
+    backend = LogprobBackend(script)
+    values = {"a": 0.5, "bbbb": -0.5, "x": 0.2, "y": 0.1}
+    value_fn = lambda items: [values.get(steps[-1], 0.0) for _, steps in items]  # noqa: E731
+    cfg = SearchConfig(n_candidates=2, rollouts=3, selection="puct", simulation="expansion", value_backup=True,
+                       c_puct=1.25, concurrent_problems=8)
+    (tree,), stats = mcts([Problem("p0", "q0", "5")], SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader(),
+                                                               value_fn), progress=False)
+    a, b = tree.children(tree.root)
+    # mean log-probabilities: "a" -1 over 2 tokens, "bbbb" -4 over 5: a softmax of -0.5 and -0.8
+    assert a.policy_prior + b.policy_prior == pytest.approx(1.0)
+    assert a.policy_prior == pytest.approx(math.exp(-0.5) / (math.exp(-0.5) + math.exp(-0.8)))
+    assert (a.prior, b.prior) == (0.5, -0.5)
+    # 3 simulations, one expansion each: the root, then the best child by PUCT (a), then a again or x
+    assert len(backend.batches) == 3 and tree.meta["rollouts"] == 3
+    # the root took in both leaf values of its first expansion (value_backup) and what came after
+    assert tree.root.visits >= 2 and a.visits >= 1
+    assert [b_[0].prompt.split("\n")[-2] for b_ in backend.batches][:2] == ["Q: q0", "a"]
+
+
 def test_end_of_code_appends_the_output_to_the_step():
     script = by_last_step({"": ["CODE: print(4)<end_of_code>"]})
     (tree,), _, backend, *_ = run(script, rollouts=1)
