@@ -1,0 +1,56 @@
+"""Intervals for accuracies and for differences of accuracies on the same problems.
+
+A claim about a method holds only with its noise beside it: on 32 problems one problem is 3.1
+points and a single accuracy's standard error is about 7. ``accuracy_interval`` is Wilson's score
+interval (good at small n and near 0 or 1); ``paired_bootstrap`` resamples problems, keeping each
+problem's pair of outcomes together, which is what "method A beats method B on the same samples" needs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class Interval:
+    estimate: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def points(self) -> str:
+        """'+6.2 [+1.6, +10.9]' in percentage points."""
+        return f"{100 * self.estimate:+.1f} [{100 * self.low:+.1f}, {100 * self.high:+.1f}]"
+
+    def percent(self) -> str:
+        """'23.4% [19.5, 27.8]'."""
+        return f"{100 * self.estimate:.1f}% [{100 * self.low:.1f}, {100 * self.high:.1f}]"
+
+
+def accuracy_interval(correct: Sequence[bool], z: float = Z95) -> Interval:
+    """Wilson's 95% score interval of an accuracy over independent problems."""
+    n = len(correct)
+    if n == 0:
+        return Interval(0.0, 0.0, 1.0)
+    p = sum(map(bool, correct)) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000, seed: int = 0) -> Interval:
+    """The 95% percentile interval of accuracy(a) - accuracy(b), problems resampled with their pair."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired outcomes need equal, non-empty lengths ({len(a)} and {len(b)})")
+    diffs = [int(bool(x)) - int(bool(y)) for x, y in zip(a, b)]
+    n = len(diffs)
+    rng = random.Random(seed)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    return Interval(sum(diffs) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])
