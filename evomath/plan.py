@@ -91,6 +91,12 @@ KNOWN_CONFIGS: dict[str, dict] = {
     "Qwen/Qwen2.5-Math-1.5B": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                                    num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
                                    tie_word_embeddings=True, hidden_act="silu"),
+    "deepseek-ai/deepseek-math-7b-base": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=30,
+                                              num_attention_heads=32, num_key_value_heads=32, vocab_size=102400,
+                                              tie_word_embeddings=False, hidden_act="silu"),
+    "mistralai/Mistral-7B-v0.1": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                                      num_attention_heads=32, num_key_value_heads=8, vocab_size=32000,
+                                      tie_word_embeddings=False, hidden_act="silu"),
 }
 
 

@@ -29,3 +29,18 @@ def test_bad_field_is_named(tmp_path):
     bad.write_text("search:\n  rollouts: many\n")
     with pytest.raises(ValueError, match="bad.yaml: search.rollouts: "):
         load_config(bad)
+
+
+def test_gpu_configs_match_alphamath_and_math_shepherd():
+    from evomath.plan import KNOWN_CONFIGS
+
+    alpha = load_config(Path(CONFIGS[0]).parent / "gpu_alphamath_7b.yaml")
+    search = alpha.eval_search
+    assert (search.selection, search.simulation, search.value_backup) == ("puct", "expansion", True)
+    assert (search.c_puct, search.rollouts, search.max_depth, search.n_candidates) == (1.25, 40, 8, 5)
+    assert (alpha.search.temperature, search.temperature) == (1.0, 0.6)
+    assert alpha.reward_model == "value" and alpha.value.beta == 0.1
+    shepherd = load_config(Path(CONFIGS[0]).parent / "gpu_math_shepherd_7b.yaml")
+    assert shepherd.reward_model == "prm" and shepherd.search.step_format == "natural"
+    assert (shepherd.prm.completions, shepherd.prm.labels, shepherd.prm.label_source) == (8, "hard", "completer")
+    assert {alpha.policy, shepherd.policy} <= set(KNOWN_CONFIGS)  # `evomath plan` works offline for them

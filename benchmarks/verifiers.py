@@ -1,0 +1,292 @@
+"""Verifiers side by side: every reward model of evomath on the very same samples, with intervals.
+
+    python benchmarks/verifiers.py --work runs/verifiers [--policy DIR] [--test-problems 256]
+
+Phases, each cached under --work (a rerun resumes; delete a phase's files to redo it):
+
+1. **Training trees**: MCTS with the policy on ``--train-problems`` of ``--train`` (gold rewards),
+   the data every tree-trained verifier learns from (rStar trains its PPM, ORM and PQM on one round's
+   trees).
+2. **Annotations**: Math-Shepherd's completer on ``--annotate-problems`` of them (``--samples``
+   solutions, ``--completions`` continuations per step).
+3. **Verifiers**: PPM (step pairs), ORM (whole-solution pairs), PQM (step Q), PRM (completer
+   labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free), and
+   AlphaMath's value head (trained jointly with SFT on the trees' best solutions).
+4. **Evaluation**: ``--k`` samples per test problem (held out: ``--test``), scored once by every
+   verifier: maj@k, pass@k, and each one's best-of-k (weakest step and last step) and weighted vote;
+   accuracy with a Wilson interval, each method minus maj@k with a paired bootstrap interval.
+5. **Step level** (ProcessBench): the exact step checker of the demo generator labels the first wrong
+   step of every sample; a verifier predicts it as its first step scored below 0 (a PRM's p < 1/2),
+   or none; F1 is the harmonic mean of its accuracy on erroneous and on correct samples.
+
+Writes ``report.json`` and prints the tables. The step level needs demo problems (their known values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "value")
+
+
+def phase(path: Path, what: str):
+    """Print what a phase does; True if its output exists already (cached)."""
+    done = path.exists()
+    print(f"== {what}: {'cached in' if done else 'writing'} {path}", flush=True)
+    return done
+
+
+def search_env(config, policy: str, engine, search):
+    from evomath.formats import make_format
+    from evomath.grading import Grader
+    from evomath.sandbox import Sandbox
+    from evomath.search import SearchEnv
+
+    fmt = make_format(search.step_format, search.prompt_style, chat=engine.chat_prompt)
+    return SearchEnv(engine, fmt, search, Sandbox(config.sandbox), Grader(workers=1)), fmt
+
+
+def train_trees(args, config, engine) -> Path:
+    from evomath.files import append_jsonl
+    from evomath.problems import load_benchmark
+    from evomath.search import mcts
+
+    out = args.work / "train-trees.jsonl"
+    if phase(out, f"MCTS on {args.train_problems} training problems"):
+        return out
+    search = config.search.model_copy(update={"prompt_style": "chat", "seed": 1})
+    env, _ = search_env(config, args.policy, engine, search)
+    problems = load_benchmark(args.train, limit=args.train_problems, seed=0)
+    tmp = out.with_suffix(".partial")
+    done = {json.loads(line)["problem_id"] for line in tmp.open()} if tmp.exists() else set()
+    with env.sandbox, env.grader:
+        mcts([p for p in problems if p.id not in done], env, on_tree_done=lambda t: append_jsonl(tmp, [t.to_dict()]))
+    tmp.replace(out)
+    return out
+
+
+def annotations(args, config, engine) -> Path:
+    from evomath.files import append_jsonl, read_jsonl
+    from evomath.problems import load_benchmark
+    from evomath.search.annotate import annotate
+
+    out = args.work / "annotations.jsonl"
+    if phase(out, f"completer on {args.annotate_problems} problems ({args.samples} samples, {args.completions} "
+                  "continuations a step)"):
+        return out
+    search = config.search.model_copy(update={"prompt_style": "chat", "temperature": args.temperature, "seed": 2})
+    env, _ = search_env(config, args.policy, engine, search)
+    problems = load_benchmark(args.train, limit=args.annotate_problems, seed=1)
+    tmp = out.with_suffix(".partial")
+    done = {r["problem_id"] for r in read_jsonl(tmp)} if tmp.exists() else set()
+    with env.sandbox, env.grader:
+        _, sampling, completing = annotate([p for p in problems if p.id not in done], env, samples=args.samples,
+                                           completions=args.completions, on_problem_done=lambda rows: append_jsonl(tmp, rows))
+    print(f"   completer: {completing.generated_tokens} tokens in {completing.seconds:.0f} s "
+          f"({completing.tokens_per_second:.0f} tok/s)")
+    tmp.replace(out)
+    return out
+
+
+def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path]:
+    from evomath.files import read_jsonl
+    from evomath.formats import make_format
+    from evomath.tree import read_trees
+    from training.ppm import train_ppm
+    from training.ppm_pairs import make_pairs
+    from training.sft_data import chat_fn, make_sft_data
+    from training.step_rewards import annotation_rows, train_step_reward, tree_step_rows, write_step_rows
+    from training.value_head import train_value_head
+
+    fmt = make_format(config.search.step_format)
+    train = config.ppm.model_copy(update={"max_pairs": None})
+    dirs = {}
+    for kind in args.verifiers:
+        out = args.work / "verifiers" / kind
+        dirs[kind] = out
+        if phase(out, f"train {kind}"):
+            continue
+        data = args.work / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        if kind in ("ppm", "orm"):
+            make_pairs(trees, data / f"{kind}.jsonl", fmt, train, outcome_only=kind == "orm")
+            metrics = train_ppm(data / f"{kind}.jsonl", policy_dir, out, train, progress=False, kind=kind)
+        elif kind == "pqm":
+            write_step_rows(data / "q.jsonl", tree_step_rows(read_trees(trees), fmt, "q"))
+            metrics = train_step_reward(data / "q.jsonl", policy_dir, out, train, "pqm", progress=False)
+        elif kind == "prm-trees":
+            write_step_rows(data / "tree-mc.jsonl", tree_step_rows(read_trees(trees), fmt, config.prm.labels))
+            metrics = train_step_reward(data / "tree-mc.jsonl", policy_dir, out, config.prm, "prm", progress=False)
+        elif kind == "prm":
+            write_step_rows(data / "completer.jsonl", annotation_rows(read_jsonl(notes), fmt, config.prm.labels))
+            metrics = train_step_reward(data / "completer.jsonl", policy_dir, out, config.prm, "prm", progress=False)
+        else:  # value: SFT on the trees' best solutions + beta * MSE to every step's Q
+            sft_fmt = make_format(config.search.step_format, "chat", chat=chat_fn(policy_dir))
+            make_sft_data(trees, data / "sft.jsonl", sft_fmt)
+            write_step_rows(data / "q.jsonl", tree_step_rows(read_trees(trees), fmt, "q"))
+            metrics = train_value_head(data / "sft.jsonl", data / "q.jsonl", policy_dir, out, config.value,
+                                       progress=False)
+        print(f"   {kind}: {time.perf_counter() - start:.0f} s, {json.dumps(_numbers(metrics))}", flush=True)
+    return dirs
+
+
+def _numbers(metrics: dict) -> dict:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def test_samples(args, config, engine) -> Path:
+    from evomath.files import write_jsonl
+    from evomath.problems import load_benchmark
+    from evomath.search import best_of_n
+
+    out = args.work / "test-samples.jsonl"
+    if phase(out, f"{args.k} samples on {args.test_problems} test problems"):
+        return out
+    search = config.eval_search.model_copy(update={"prompt_style": "chat", "temperature": args.temperature, "seed": 3})
+    env, _ = search_env(config, args.policy, engine, search)
+    with env.sandbox, env.grader:
+        trees, stats = best_of_n(load_benchmark(args.test, limit=args.test_problems, seed=0), env, args.k)
+    write_jsonl(out, (t.to_dict() for t in trees))
+    print(f"   {stats.generated_tokens} tokens in {stats.seconds:.0f} s ({stats.tokens_per_second:.0f} tok/s)")
+    return out
+
+
+def verdicts(args, samples: Path, dirs: dict[str, Path]) -> dict:
+    """Every method's per-problem outcome on the same samples, and every verifier's step scores."""
+    from evaluation.methods import Sampled, parse_method
+    from evaluation.runs import Run, score_chains
+    from evomath.scoring import load_scorer
+    from evomath.tree import read_trees
+
+    trees = list(read_trees(samples))
+    run = Run("samples", [[t] for t in trees], samples=args.k)
+    for name, path in dirs.items():
+        scorer = load_scorer(path, kind="prm" if name == "prm-trees" else name)
+        began = time.perf_counter()
+        run.step_scores[name] = score_chains(trees, scorer)
+        run.scoring_seconds[name] = time.perf_counter() - began
+        scorer.close()
+    k = args.k
+    methods = [parse_method(f"maj@{k}"), parse_method(f"pass@{k}")]
+    for name in dirs:
+        methods += [Sampled(f"{name}-bon@{k}", f"{name}-bon", k=k, rm=name),
+                    Sampled(f"{name}-bon-last@{k}", f"{name}-bon", k=k, agg="last", rm=name),
+                    Sampled(f"{name}-vote@{k}", f"{name}-vote", k=k, rm=name)]
+    outcomes = {}
+    for method in methods:
+        outcomes[method.name] = [bool(c.selected and c.selected.correct)
+                                 for c, _ in (method.choose(run, i) for i in range(len(trees)))]
+    return {"trees": trees, "run": run, "outcomes": outcomes}
+
+
+def step_level(args, trees, run, names) -> dict[str, dict]:
+    """ProcessBench's F1 of each verifier against the exact first wrong step of every answered sample."""
+    from evaluation.select import chains, is_answer
+    from evomath.demo_data import first_error
+    from evomath.problems import load_benchmark
+
+    problems = {p.id: p for p in load_benchmark(args.test, limit=args.test_problems, seed=0)}
+    out = {}
+    for name in names:
+        erroneous = correct = hit_err = hit_ok = 0
+        for i, tree in enumerate(trees):
+            for chain in chains(tree):
+                if not is_answer(chain[-1]):
+                    continue
+                truth = first_error(problems[tree.problem_id], [n.text for n in chain])
+                scores = [run.step_scores[name][i].get(n.id) for n in chain]
+                predicted = next((j for j, s in enumerate(scores) if s is not None and s < 0), None)
+                if truth is None:
+                    correct += 1
+                    hit_ok += predicted is None
+                else:
+                    erroneous += 1
+                    hit_err += predicted == truth
+        acc_err = hit_err / erroneous if erroneous else 0.0
+        acc_ok = hit_ok / correct if correct else 0.0
+        f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
+        out[name] = {"f1": f1, "erroneous_accuracy": acc_err, "correct_accuracy": acc_ok,
+                     "erroneous_samples": erroneous, "correct_samples": correct}
+    return out
+
+
+def report(args, result: dict, steps: dict, timings: dict) -> dict:
+    from evaluation.stats import accuracy_interval, paired_bootstrap
+
+    outcomes = result["outcomes"]
+    base = outcomes[f"maj@{args.k}"]
+    rows = []
+    for name, correct in outcomes.items():
+        row = {"method": name, "accuracy": accuracy_interval(correct).percent()}
+        if not name.startswith(("maj@", "pass@")):
+            diff = paired_bootstrap(correct, base)
+            row |= {"minus_maj": diff.points(), "above_maj": diff.low > 0, "diff": diff.estimate}
+        rows.append(row)
+    print(f"\n{len(base)} test problems, {args.k} samples each (the same for every method)")
+    for row in rows:
+        print(f"  {row['method']:24s} {row['accuracy']:24s} {row.get('minus_maj', '')}")
+    print("\nstep level (ProcessBench F1 against the exact checker; threshold: score < 0)")
+    for name, s in steps.items():
+        print(f"  {name:12s} F1 {100 * s['f1']:5.1f}  erroneous {100 * s['erroneous_accuracy']:5.1f}% of "
+              f"{s['erroneous_samples']}  correct {100 * s['correct_accuracy']:5.1f}% of {s['correct_samples']}")
+    data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "seconds": timings}
+    (args.work / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/verifiers"))
+    parser.add_argument("--config", type=Path, default=Path("configs/cpu_demo.yaml"))
+    parser.add_argument("--policy", default=None, help="the policy that samples (default: the config's)")
+    parser.add_argument("--train", default="demo_train:1-2")
+    parser.add_argument("--test", default="demo_test:1-2")
+    parser.add_argument("--train-problems", type=int, default=200)
+    parser.add_argument("--annotate-problems", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--completions", type=int, default=4)
+    parser.add_argument("--test-problems", type=int, default=256)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--verifiers", default=",".join(VERIFIERS))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    args = parser.parse_args(argv)
+    args.verifiers = [v for v in args.verifiers.split(",") if v]
+
+    from evomath import engines
+    from evomath.config import apply_overrides, load_config
+    from evomath.models import resolve_model
+
+    config = apply_overrides(load_config(args.config), args.overrides)
+    args.policy = args.policy or config.policy
+    policy_dir = Path(resolve_model(args.policy))
+    args.work.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    began = time.perf_counter()
+    engine = engines.get_backend(str(policy_dir), config.engine)
+    trees = train_trees(args, config, engine)
+    notes = annotations(args, config, engine) if "prm" in args.verifiers else None
+    samples = test_samples(args, config, engine)
+    timings["generation"] = time.perf_counter() - began
+    engines.release()
+    began = time.perf_counter()
+    dirs = train_verifiers(args, config, trees, notes, policy_dir)
+    timings["training"] = time.perf_counter() - began
+    began = time.perf_counter()
+    result = verdicts(args, samples, dirs)
+    timings["scoring"] = time.perf_counter() - began
+    steps = step_level(args, result["trees"], result["run"], list(dirs))
+    report(args, result, steps, timings | {"per_verifier_scoring": result["run"].scoring_seconds})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
