@@ -46,8 +46,8 @@ def round_row(k: int, results: dict, benchmark: str) -> dict:
     row |= {m: accuracy(evaluation, benchmark, m) for m in METHODS}
     row |= {b: buckets.get(b) for b in ("easy", "medium", "hard")}
     row["sft"] = results.get("select_sft", {}).get("sft_examples")
-    row["pairs"] = results.get("build_pairs", {}).get("pairs")
-    row["ppm_acc"] = results.get("train_ppm", {}).get("heldout_accuracy")
+    row["pairs"] = results.get("reward_data", {}).get("pairs")
+    row["ppm_acc"] = results.get("train_reward", {}).get("heldout_accuracy")
     row["minutes"] = {s: round(m.get("stage_seconds", 0) / 60, 1) for s, m in results.items()}
     return row
 

@@ -184,26 +184,30 @@ def run_suite(
 
 
 def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_dir: str | Path,
-                    scorer_device: str | None = None) -> dict:
+                    scorer_device: str | None = None, kind: str = "ppm") -> dict:
     """The evaluate stage: ``config.eval`` (benchmarks x methods) for a policy and PPM, with
     ``config.eval_search``, on the process's shared engine (the PPM on ``scorer_device``, default:
-    the first GPU, else the CPU). Methods that need a PPM are skipped (with a warning) when there is
-    none yet. Returns flat metrics plus ``artifacts``."""
+    the first GPU, else the CPU). ``ppm`` is the round's reward model, of ``kind``; methods that need
+    another kind, or any before the first one exists, are skipped with a warning. Returns flat
+    metrics plus ``artifacts``."""
     from evomath import engines
     from evomath.models import resolve_model
     from evomath.scoring import load_scorer
 
     specs = parse_methods(config.eval.methods)
-    if ppm is None and any(s.needs_ppm for s in specs):
-        log.warning("no PPM yet: skipping %s", ", ".join(s.name for s in specs if s.needs_ppm))
-        specs = [s for s in specs if not s.needs_ppm]
+    available = {kind, GUIDE} if ppm is not None else set()
+    unserved = [s.name for s in specs if s.reward_model is not None and s.reward_model not in available]
+    if unserved:
+        log.warning("no %s yet: skipping %s", kind.upper(), ", ".join(unserved))
+        specs = [s for s in specs if s.name not in unserved]
     suite = load_suite(config.eval.benchmarks, limit=config.eval.limit, seed=config.eval.seed)
     out_dir = Path(out_dir)
     with ExitStack() as stack:
         scorer = None
         if any(s.needs_ppm for s in specs):
-            scorer = load_scorer(resolve_model(ppm), device=scorer_device)
-            stack.callback(scorer.close)
+            loaded = load_scorer(resolve_model(ppm), kind=kind, device=scorer_device)
+            stack.callback(loaded.close)
+            scorer = {kind: loaded, GUIDE: loaded}  # the round's reward model (of its kind) guides too
         backend = engines.get_backend(policy, config.engine) if any(s.generates for s in specs) else None
         rows = run_suite(suite, specs, backend, config.eval_search, config.sandbox, scorer, out_dir, progress=False)
     artifacts = {"summary": str(out_dir / "summary.json"), "plot": str(out_dir / PLOT_NAME), "records": str(out_dir)}

@@ -38,9 +38,10 @@ TREES = "trees.jsonl"  # MCTS trees, appended as each finishes
 TREES_FINAL = "trees-final.jsonl"  # the same with the hard problems' extra rollouts
 BUCKETS = "buckets.jsonl"
 SFT_DATA = "sft.jsonl"
-PAIRS = "pairs.jsonl"
+PAIRS = "pairs.jsonl"  # PPM and ORM training pairs
+STEP_LABELS = "step-labels.jsonl"  # PRM, PQM and value-head step labels
 POLICY = "policy"  # model directories
-PPM = "ppm"
+PPM = "ppm"  # the round's reward model, of the kind config.reward_model names (a PPM by default)
 EVAL = "eval"
 ProgressFn = Callable[[int, int], None]
 
@@ -79,6 +80,8 @@ def round_context(config: ExperimentConfig, k: int, policy: str | None = None, p
             chained_policy = str(directory / POLICY)
         if (directory / PPM).is_dir():
             chained_ppm = str(directory / PPM)
+        elif config.reward_model == "value" and (directory / POLICY / "value_head").is_dir():
+            chained_ppm = str(directory / POLICY)  # AlphaMath: the value head is on the policy
     private_dir(experiment_dir(config))
     directory = round_dir(config, k)
     directory.mkdir(parents=True, exist_ok=True)
@@ -129,7 +132,7 @@ def _value_fn(ctx: RoundContext) -> Iterator:
         return
     from evomath.scoring import load_scorer
 
-    scorer = load_scorer(ctx.ppm, device=device_plan(ctx.config).scorer_device)
+    scorer = load_scorer(ctx.ppm, kind=ctx.config.reward_model, device=device_plan(ctx.config).scorer_device)
     try:
         yield scorer
     finally:
@@ -316,14 +319,20 @@ def select_sft(ctx: RoundContext) -> dict:
     return {"sft_examples": info["examples"], "sft_problems": info["problems"], "artifacts": {"sft": str(out)}}
 
 
-def build_pairs(ctx: RoundContext) -> dict:
-    """PPM pairs; a round without any (every problem easy or hard) keeps the previous PPM."""
+def reward_data(ctx: RoundContext) -> dict:
+    """What the round's reward model (``config.reward_model``) learns from, read off the trees: PPM
+    step and final pairs (rStar), ORM whole-solution pairs, PQM and value-head step Q, PRM step labels
+    (the trees' correct-answer shares, or Math-Shepherd's completer on the trees' answered solutions).
+    A round without any (every problem easy or hard) keeps the previous reward model."""
     from training import TrainingInputError
     from training.ppm_pairs import make_pairs
 
+    kind = ctx.config.reward_model
+    if kind not in ("ppm", "orm"):
+        return _step_labels(ctx, kind)
     out = ctx.path(PAIRS)
     try:
-        info = make_pairs(ctx.path(TREES_FINAL), out, _policy_format(ctx), ctx.config.ppm)
+        info = make_pairs(ctx.path(TREES_FINAL), out, _policy_format(ctx), ctx.config.ppm, outcome_only=kind == "orm")
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
@@ -333,44 +342,93 @@ def build_pairs(ctx: RoundContext) -> dict:
             "artifacts": {"pairs": str(out)}}
 
 
+def _step_labels(ctx: RoundContext, kind: str) -> dict:
+    """Step-label rows of the round's trees: Q for a PQM or value head, a PRM's hard or soft labels."""
+    from evomath.formats import make_format
+    from training.step_rewards import label_summary, tree_step_rows
+
+    prm = ctx.config.prm
+    target = "q" if kind in ("pqm", "value") else prm.labels
+    trees = list(read_trees(ctx.path(TREES_FINAL)))
+    fmt = make_format(ctx.config.search.step_format)
+    if kind == "prm" and prm.label_source == "completer":
+        rows = _completer_rows(ctx, trees, fmt, target)
+    else:
+        rows = tree_step_rows(trees, fmt, target)
+    write_jsonl(ctx.path(STEP_LABELS), rows)
+    summary = label_summary(rows) if rows else {"solutions": 0, "steps": 0}
+    return {"labelled_solutions": summary["solutions"], "labelled_steps": summary["steps"],
+            "artifacts": {"step_labels": str(ctx.path(STEP_LABELS))}}
+
+
+def _completer_rows(ctx: RoundContext, trees: list[Tree], fmt, target: str) -> list[dict]:
+    """Math-Shepherd's labels for the trees' answered solutions: ``prm.completions`` continuations
+    from every step, on the round's engine."""
+    from evomath.search.annotate import annotate_solutions
+    from training.step_rewards import annotation_rows
+
+    solutions = [(tree, tree.path(leaf)) for tree in trees for leaf in tree.answered() if leaf.answer is not None]
+    if not solutions:
+        return []
+    with _search_env(ctx) as env:
+        records, _ = annotate_solutions(solutions, env, ctx.config.prm.completions, progress=False)
+    return annotation_rows(records, fmt, target)
+
+
 def _is_empty(path: Path) -> bool:
     return not any(True for _ in read_jsonl(path))
 
 
 def train_policy(ctx: RoundContext) -> dict:
-    """SFT on the selected trajectories; without any, the round passes its policy on unchanged."""
+    """SFT on the selected trajectories (with ``reward_model: value``, AlphaMath's value head trained
+    jointly on the round's step Q); without any data, the round passes its policy on unchanged."""
     from evomath.models import resolve_model
     from training.sft import train_sft
+    from training.value_head import train_value_head
 
     if _is_empty(ctx.path(SFT_DATA)):
         return {"policy_trained": 0, "artifacts": {}}
     engines.release()
-    base = ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy
-    metrics = train_sft(ctx.path(SFT_DATA), resolve_model(base), ctx.path(POLICY), ctx.config.sft,
-                        overwrite=True)
+    base = resolve_model(ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy)
+    if ctx.config.reward_model == "value" and not _is_empty(ctx.path(STEP_LABELS)):
+        config = ctx.config.value.model_copy(update={"bf16": ctx.config.sft.bf16})
+        metrics = train_value_head(ctx.path(SFT_DATA), ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
+                                   overwrite=True, step_format=ctx.config.search.step_format)
+    else:
+        metrics = train_sft(ctx.path(SFT_DATA), base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
     return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path(POLICY))}}
 
 
-def train_ppm(ctx: RoundContext) -> dict:
-    """The PPM starts from this round's policy (rStar); no pairs (or a round before
-    ``ppm_train_from_round``) means no new PPM."""
+def train_reward(ctx: RoundContext) -> dict:
+    """The round's reward model starts from this round's policy (rStar); no data (or a round before
+    ``ppm_train_from_round``) means no new one. A value head was trained with the policy already."""
     from evomath.models import resolve_model
-    from training.ppm import train_ppm as train
+    from training.ppm import train_ppm
+    from training.step_rewards import train_step_reward
 
-    pairs = ctx.path(PAIRS)
-    if ctx.round < ctx.config.ppm_train_from_round or _is_empty(pairs):
+    kind = ctx.config.reward_model
+    data = ctx.path(PAIRS if kind in ("ppm", "orm") else STEP_LABELS)
+    if kind == "value" or ctx.round < ctx.config.ppm_train_from_round or not data.exists() or _is_empty(data):
         return {"ppm_trained": 0, "artifacts": {}}
     engines.release()
-    policy, _ = round_models(ctx)
-    metrics = train(pairs, resolve_model(policy), ctx.path(PPM), ctx.config.ppm, overwrite=True,
-                    step_format=ctx.config.search.step_format)
+    policy = resolve_model(round_models(ctx)[0])
+    common = {"overwrite": True, "step_format": ctx.config.search.step_format}
+    if kind in ("ppm", "orm"):
+        metrics = train_ppm(data, policy, ctx.path(PPM), ctx.config.ppm, kind=kind, **common)
+    else:
+        metrics = train_step_reward(data, policy, ctx.path(PPM), ctx.config.prm if kind == "prm" else ctx.config.ppm,
+                                    kind, **common)
     return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path(PPM))}}
 
 
 def round_models(ctx: RoundContext) -> tuple[str, str | None]:
-    """The models this round leaves: what it trained, else what it started from."""
+    """The models this round leaves: what it trained, else what it started from. With a value head,
+    the round's reward model is its policy."""
     policy, ppm = ctx.path(POLICY), ctx.path(PPM)
-    return (str(policy) if policy.is_dir() else ctx.policy), (str(ppm) if ppm.is_dir() else ctx.ppm)
+    new_policy = str(policy) if policy.is_dir() else ctx.policy
+    if ctx.config.reward_model == "value" and (policy / "value_head").is_dir():
+        return new_policy, new_policy
+    return new_policy, (str(ppm) if ppm.is_dir() else ctx.ppm)
 
 
 def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = None) -> dict:
@@ -380,7 +438,7 @@ def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = Non
     new_policy, new_ppm = round_models(ctx)
     planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config)})
     return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path(EVAL),
-                           scorer_device=device_plan(ctx.config).scorer_device)
+                           scorer_device=device_plan(ctx.config).scorer_device, kind=ctx.config.reward_model)
 
 
 @dataclass(frozen=True)
@@ -402,10 +460,12 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("extra_rollouts", extra_rollouts, (TREES,), (TREES_FINAL,), (("rescued", "rescued"),)),
     Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,), (("easy", "easy"), ("medium", "medium"), ("hard", "hard"))),
     Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,), (("sft_examples", "sft_examples"),)),
-    Stage("build_pairs", build_pairs, (TREES_FINAL,), (PAIRS,), (("pairs", "ppm_pairs"),)),
-    Stage("train_policy", train_policy, (SFT_DATA,), (POLICY,), (("train_loss", "sft_loss"),)),
-    Stage("train_ppm", train_ppm, (PAIRS, POLICY), (PPM,),
-          (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"))),
+    Stage("reward_data", reward_data, (TREES_FINAL,), (PAIRS, STEP_LABELS),
+          (("pairs", "ppm_pairs"), ("labelled_steps", "labelled_steps"))),
+    Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY,), (("train_loss", "sft_loss"),)),
+    Stage("train_reward", train_reward, (PAIRS, STEP_LABELS, POLICY), (PPM,),
+          (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"),
+           ("heldout_step_accuracy", "step_accuracy"))),
     Stage("evaluate", evaluate, (POLICY, PPM), (EVAL,)),
 )}
 STAGES = list(REGISTRY)  # the round's order

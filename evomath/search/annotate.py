@@ -50,6 +50,37 @@ def estimates(tree: Tree, chain: list[Node], first_new: dict[int, int]) -> tuple
     return [*hard, outcome], [*soft, outcome]
 
 
+def annotate_solutions(
+    solutions: Sequence[tuple[Tree, list[Node]]],
+    env: SearchEnv,
+    completions: int,
+    progress: bool = True,
+) -> tuple[list[dict], SearchStats]:
+    """The completer on given solutions (a tree and the path of one of its answered trajectories:
+    say, a round's MCTS trees): ``completions`` continuations from every step but the last, a step
+    that several solutions share completed once. The trees grow in memory only."""
+    from evomath.problem import Problem
+
+    by_tree: dict[str, tuple[Tree, list[list[Node]]]] = {}
+    for tree, path in solutions:
+        by_tree.setdefault(tree.problem_id, (tree, []))[1].append(path)
+    first_new = {pid: {n.id: len(n.children) for path in paths for n in path} for pid, (_, paths) in by_tree.items()}
+    records: list[dict] = []
+
+    def start(problem) -> Chains:
+        tree, paths = by_tree[problem.id]
+        starts = list({n.id: n for path in paths for n in path[:-1]}.values())
+        return Chains(tree, completions, env.config.seed + 1, starts)
+
+    def done(tree: Tree) -> None:
+        records.extend(_record(tree, path, first_new[tree.problem_id], completions, env)
+                       for path in by_tree[tree.problem_id][1])
+
+    problems = [Problem(tree.problem_id, tree.question, tree.gold) for tree, _ in by_tree.values()]
+    _, stats = Driver(Expander(env), env.config, "completer", done, progress).run(problems, start)
+    return records, stats
+
+
 def annotate(
     problems: Sequence,
     env: SearchEnv,

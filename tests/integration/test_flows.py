@@ -73,7 +73,7 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
         write_jsonl(ctx.path("sft.jsonl"), [{"prompt": "q", "completion": "a", "problem_id": "p1", "avg_q": 0.5}])
         return {"sft_examples": 1, "sft_problems": 1, "artifacts": {"sft": str(ctx.path("sft.jsonl"))}}
 
-    def build_pairs(ctx):
+    def reward_data(ctx):
         write_jsonl(ctx.path("pairs.jsonl"), [{"prompt": "q", "chosen": "a", "rejected": "b", "depth": 1}])
         return {"pairs": 1, "pair_problems": 1, "artifacts": {"pairs": str(ctx.path("pairs.jsonl"))}}
 
@@ -87,7 +87,7 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
         _model(ctx.path("policy"), f"policy-{ctx.round}")
         return {"train_loss": 1.0 / ctx.round, "steps": 2, "artifacts": {"policy": str(ctx.path("policy"))}}
 
-    def train_ppm(ctx):
+    def train_reward(ctx):
         _model(ctx.path("ppm"), f"ppm-{ctx.round}")
         return {"ppm_trained": 1, "train_loss": 0.7, "heldout_accuracy": 0.5, "artifacts": {"ppm": str(ctx.path("ppm"))}}
 
@@ -99,8 +99,8 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
         return {"demo_test/greedy/accuracy": scores[ctx.round],
                 "artifacts": {"summary": str(ctx.path("eval") / "summary.json"), "records": str(ctx.path("eval"))}}
 
-    return {f.__name__: f for f in (generate, extra_rollouts, bucket, select_sft, build_pairs, train_policy,
-                                    train_ppm, evaluate)}
+    return {f.__name__: f for f in (generate, extra_rollouts, bucket, select_sft, reward_data, train_policy,
+                                    train_reward, evaluate)}
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_self_evolution_tracks_and_caches(harness, fake_stages, tmp_path):
     assert [r["score"] for r in self_evolution(config)] == [0.1, 0.5, 0.25]
     assert fake_stages == []
     with get_client(sync_client=True) as prefect:
-        runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["train_ppm-round-2"])))
+        runs = prefect.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=["train_reward-round-2"])))
     assert sorted(r.state.name for r in runs) == ["Cached", "Completed"]
     assert str(client.get_model_version_by_alias("policy", "champion").version) == "1"
 

@@ -109,7 +109,7 @@ def test_the_training_commands_take_the_hub_id_as_their_base(finished_round, hub
         assert after.get_tensor(key).dtype == before.get_tensor(key).dtype  # stored in the base's dtype
     evomath(env, "train", "ppm", "--pairs", str(root / "pairs.jsonl"), "--base", str(policy), "--out", str(ppm),
             "--config", str(CONFIG), "--max-steps", "1", "--no-progress", "--heldout-fraction", "0")
-    assert json.loads((ppm / "config.json").read_text())["evomath_ppm"]["format"] == "code"
+    assert json.loads((ppm / "config.json").read_text())["evomath_reward_model"] == {"kind": "ppm", "head": "tanh", "format": "code"}
 
 
 def test_an_uncached_hub_id_fails_before_any_work_with_the_download_hint(hub):

@@ -34,10 +34,10 @@ def test_every_stage_leaves_its_record_and_artifacts(finished_round):
     assert len(trees) == ctx.config.data.limit == results["bucket"]["problems"]
     assert sum(results["bucket"][b] for b in ("easy", "medium", "hard")) == len(trees)
     assert results["select_sft"]["sft_examples"] == len(list(read_jsonl(ctx.path("sft.jsonl"))))
-    assert results["build_pairs"]["pairs"] == len(list(read_jsonl(ctx.path("pairs.jsonl"))))
+    assert results["reward_data"]["pairs"] == len(list(read_jsonl(ctx.path("pairs.jsonl"))))
     policy, ppm = stages.round_models(ctx)
     assert (Path(policy) == ctx.path("policy")) == bool(results["train_policy"]["policy_trained"])
-    assert (ppm is not None and Path(ppm) == ctx.path("ppm")) == bool(results["train_ppm"]["ppm_trained"])
+    assert (ppm is not None and Path(ppm) == ctx.path("ppm")) == bool(results["train_reward"]["ppm_trained"])
     assert 0.0 <= results["evaluate"]["demo_test/greedy/accuracy"] <= 1.0
     assert ctx.path("eval/summary.json").is_file()
 
@@ -55,3 +55,23 @@ def test_next_round_starts_from_this_rounds_models(finished_round):
     policy, ppm = stages.round_models(ctx)
     following = stages.round_context(ctx.config, 2)
     assert (following.policy, following.ppm) == (policy, ppm)
+
+
+@pytest.mark.parametrize("kind", ["pqm", "value"])
+def test_a_round_trains_the_reward_model_its_config_names(kind, tmp_path):
+    """reward_model chooses what the round learns from its trees and trains: a PQM on step Q (the
+    PRM shares this path with its own labels), or AlphaMath's value head jointly with the policy."""
+    from evomath.scoring import reward_marker
+
+    config = load_config(TINY).model_copy(update={"run_dir": tmp_path, "rounds": 1, "reward_model": kind})
+    ctx = stages.round_context(config, 1)
+    results = stages.run_round(ctx)
+    assert results["reward_data"]["labelled_steps"] == sum(
+        len(r["steps"]) for r in read_jsonl(ctx.path(stages.STEP_LABELS)))
+    assert results["reward_data"]["labelled_steps"] > 0 and results["train_policy"]["policy_trained"]
+    policy, reward = stages.round_models(ctx)
+    assert reward_marker(reward, kind)["kind"] == kind
+    assert stages.round_context(config, 2).ppm == reward  # it guides the next round's search
+    if kind == "value":
+        assert reward == policy  # the value head lives on the policy
+        assert (Path(policy) / "value_head" / "head.safetensors").is_file()

@@ -10,8 +10,8 @@ def test_every_stage_reads_only_what_earlier_stages_write():
     for stage in stages.REGISTRY.values():
         assert set(stage.inputs) <= written, f"{stage.name} reads {set(stage.inputs) - written} before it exists"
         written |= set(stage.outputs)
-    assert stages.STAGES == ["generate", "extra_rollouts", "bucket", "select_sft", "build_pairs", "train_policy",
-                             "train_ppm", "evaluate"]
+    assert stages.STAGES == ["generate", "extra_rollouts", "bucket", "select_sft", "reward_data", "train_policy",
+                             "train_reward", "evaluate"]
 
 
 def test_tasks_and_the_headline_are_derived_from_the_registry():
@@ -21,7 +21,7 @@ def test_tasks_and_the_headline_are_derived_from_the_registry():
     assert list(stage_tasks.STAGE_TASKS) == stages.STAGES
     assert all(task.name == name for name, task in stage_tasks.STAGE_TASKS.items())
     assert {stage for stage, _ in reports.HEADLINE} <= set(stages.STAGES)
-    assert reports.HEADLINE[("train_ppm", "heldout_accuracy")] == "pair_accuracy"
+    assert reports.HEADLINE[("train_reward", "heldout_accuracy")] == "pair_accuracy"
     assert stages.REGISTRY["generate"].progress == "generation"
 
 

@@ -49,11 +49,11 @@ def test_rounds_before_ppm_train_from_round_train_no_ppm(tmp_path, monkeypatch):
     for k in (2, 3):
         write_jsonl(stages.round_context(cfg, k).path("pairs.jsonl"), [pair, pair])
     early = stages.round_context(cfg, 2, policy=policy)
-    assert stages.train_ppm(early) == {"ppm_trained": 0, "artifacts": {}}
+    assert stages.train_reward(early) == {"ppm_trained": 0, "artifacts": {}}
     assert not calls and not early.path("ppm").exists()
     # the control: from ppm_train_from_round on, the same pairs do reach the trainer
     due = stages.round_context(cfg, 3, policy=policy)
-    assert stages.train_ppm(due)["ppm_trained"] == 1
+    assert stages.train_reward(due)["ppm_trained"] == 1
     assert [Path(args[0]) for args in calls] == [due.path("pairs.jsonl")]
 
 
