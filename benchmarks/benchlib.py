@@ -34,7 +34,7 @@ class OtherCPU:
     measurement is only clean when this stays near 0; long-lived helpers of our own that are never
     waited for (the grader's workers) count as "other" too."""
 
-    def __enter__(self) -> "OtherCPU":
+    def __enter__(self) -> OtherCPU:
         self.wall0, self.busy0, self.own0 = time.perf_counter(), _machine_busy_s(), _own_cpu_s()
         self.cores = None
         return self
@@ -80,7 +80,7 @@ class GenerateMeter:
 
     calls: list[Call] = field(default_factory=list)
 
-    def attach(self, llm) -> "GenerateMeter":
+    def attach(self, llm) -> GenerateMeter:
         inner = llm.generate
         self._detach = (llm, inner, "generate" in vars(llm))
 

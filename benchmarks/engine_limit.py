@@ -30,7 +30,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import (  # noqa: E402
-    GenerateMeter, OtherCPU, enable_engine_stats, hit_rate, load, prefix_cache, wait_until_idle,
+    GenerateMeter,
+    OtherCPU,
+    enable_engine_stats,
+    hit_rate,
+    load,
+    prefix_cache,
+    wait_until_idle,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +109,7 @@ def run_job(name: str, backend, config, **job) -> dict:
     from evomath.formats import make_format
     from evomath.grading import Grader
     from evomath.sandbox import Sandbox
-    from evomath.search import mcts
+    from evomath.search import SearchEnv, mcts
 
     search, problems = round_one(config, **job)
     fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
@@ -112,7 +118,7 @@ def run_job(name: str, backend, config, **job) -> dict:
     before_cache, before_load = prefix_cache(backend.llm), load()
     with Sandbox(config.sandbox) as sandbox, Grader(workers=1) as inner, OtherCPU() as other:
         grader = TimedGrader(inner)
-        trees, stats = mcts(problems, backend, fmt, search, sandbox, grader, progress=False)
+        trees, stats = mcts(problems, SearchEnv(backend, fmt, search, sandbox, grader), progress=False)
     meter.detach()
     calls = meter.calls
     totals = meter.totals()

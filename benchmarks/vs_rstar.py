@@ -242,7 +242,7 @@ def run_evomath_child(spec: dict) -> dict:
     from evomath.grading import Grader
     from evomath.problems import load_benchmark
     from evomath.sandbox import Sandbox
-    from evomath.search import run_search
+    from evomath.search import SearchEnv, run_search
 
     s = spec["setting"]
     problems = load_benchmark("gsm8k", limit=s["problems"], seed=0)
@@ -256,7 +256,7 @@ def run_evomath_child(spec: dict) -> dict:
     try:
         fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
         with Sandbox(SandboxConfig()) as sandbox, Grader() as grader:
-            trees, stats = run_search("mcts", problems, backend, fmt, search, sandbox, grader, progress=False)
+            trees, stats = run_search("mcts", problems, SearchEnv(backend, fmt, search, sandbox, grader), progress=False)
     finally:
         backend.close()
     solved = sum(any(n.correct for n in t.answered()) for t in trees)
