@@ -215,9 +215,10 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
             on_progress(count, len(problems))
 
     start = time.perf_counter()
-    stats = None
+    stats = startup = None
     if todo:
         with _search_env(ctx) as env:
+            startup = time.perf_counter() - start
             _, stats = mcts(todo, env, on_tree_done=keep)
     trees = list(read_trees(out))
     solved = sum(any(t.is_success(n) for n in t.answered()) for t in trees)
@@ -228,7 +229,8 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
         "seconds": time.perf_counter() - start,
     }
     if stats is not None:
-        metrics |= {"generated_tokens": stats.generated_tokens, "tokens_per_s": stats.tokens_per_second}
+        metrics |= {"generated_tokens": stats.generated_tokens, "tokens_per_s": stats.tokens_per_second,
+                    "seconds_startup": startup} | stats.time_split()
     return metrics | {"artifacts": {"trees": str(out)}}
 
 
@@ -271,7 +273,7 @@ def _recover_trees(path: Path, key: str) -> dict[str, Tree]:
 
 def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
     """More rollouts with new seeds for hard problems (rStar: 16, and 64 then 128 in round 4)."""
-    from evomath.search import mcts
+    from evomath.search import SearchStats, mcts
     from training.buckets import hard_problem_ids
 
     trees = list(read_trees(ctx.path(TREES)))
@@ -279,17 +281,20 @@ def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> 
     by_id = {p.id: p for p in training_problems(ctx.config)}
     hard_before = len(hard_problem_ids(trees))
     hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
+    stats, began = SearchStats(), time.perf_counter()
     with _search_env(ctx, active=bool(hard and schedule)) as env:
+        startup = time.perf_counter() - began
         for attempt, rollouts in enumerate(schedule, 1):
             hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
             if not hard or rollouts <= 0:
                 break
             # A continued tree keeps counting: it gets ``rollouts`` more on top of what it had.
             extra = env.with_config(seed=env.config.seed + 100 * attempt, rollouts=rollouts)
-            mcts([by_id[t.problem_id] for t in hard], extra, trees=hard, progress=True)
+            stats.add(mcts([by_id[t.problem_id] for t in hard], extra, trees=hard, progress=True)[1])
     write_trees(ctx.path(TREES_FINAL), trees)
     hard_after = len(hard_problem_ids(trees))
     return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,
+            "generated_tokens": stats.generated_tokens, "seconds_startup": startup} | stats.time_split() | {
             "artifacts": {"trees_final": str(ctx.path(TREES_FINAL))}}
 
 

@@ -63,6 +63,7 @@ def evolution_round(
         row = reports.round_row(ctx, results)
         tracker.log_metrics(run_id, row)
         versions = stage_tasks.register(ctx, run_id, row["score"])
-        reports.post_round_report(ctx, row, versions, run_id, tracker.run_url(run_id), tracker.uri)
+        reports.post_round_report(ctx, row, versions, run_id, tracker.run_url(run_id), tracker.uri,
+                                  reports.time_rows(results))
     print(f"round {round}: " + ", ".join(f"{k}={reports.format_value(v)}" for k, v in row.items()))
     return row

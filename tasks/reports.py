@@ -46,6 +46,20 @@ def round_row(ctx: RoundContext, results: Mapping[str, Mapping]) -> dict:
     return row
 
 
+TIME_PARTS = ("seconds_startup", "seconds_generate", "seconds_code", "seconds_grading", "seconds_scoring")
+
+
+def time_rows(results: Mapping[str, Mapping]) -> list[dict]:
+    """Where the round's time went: one row per stage, its seconds, and for the searching stages
+    the engine and pools' start-up, generation, sandbox waits, grading and value scoring."""
+    rows = []
+    for stage, metrics in results.items():
+        row = {"stage": stage, "seconds": round(metrics.get("stage_seconds", 0.0), 1)}
+        row |= {part.removeprefix("seconds_"): round(metrics[part], 1) for part in TIME_PARTS if part in metrics}
+        rows.append(row)
+    return rows
+
+
 def format_value(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -64,8 +78,9 @@ def _run_link(run_url: str | None, run_id: str, tracking_uri: str) -> str:
 
 
 def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, str], run_id: str,
-                      run_url: str | None, tracking_uri: str) -> None:
-    """The round's summary table and a markdown report linking its MLflow run."""
+                      run_url: str | None, tracking_uri: str, times: Sequence[Mapping] = ()) -> None:
+    """The round's summary table and a markdown report linking its MLflow run (and, given
+    ``time_rows``, where its time went)."""
     create_table_artifact(
         [{"metric": k, "value": format_value(v)} for k, v in row.items()],
         key=artifact_key(ctx.config, "round", ctx.round, "summary"),
@@ -78,6 +93,7 @@ def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, st
         f"Generated with `{ctx.policy}`" + (f", PPM `{ctx.ppm}`" if ctx.ppm else "") + f"; files in `{ctx.dir}`.",
         f"Registered: {models or 'nothing'}.",
         _markdown_table([row]),
+        *(["## Where the time went (seconds)", _markdown_table(times)] if times else []),
     ])
     create_markdown_artifact(markdown, key=artifact_key(ctx.config, "round", ctx.round, "report"),
                              description=f"Round {ctx.round} report")

@@ -64,6 +64,22 @@ class SearchStats:
     seconds: float = 0.0
     requests: int = 0
     batches: int = 0
+    # Where ``seconds`` went (the rest is the search's own bookkeeping): inside the engine's
+    # generate, waiting for the sandbox beyond the grading it overlaps, grading, value scoring.
+    generate_seconds: float = 0.0
+    code_seconds: float = 0.0
+    grading_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+
+    def add(self, other: SearchStats) -> None:
+        """Count another search's work in (several searches of one stage)."""
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+
+    def time_split(self) -> dict[str, float]:
+        """Seconds per part of the search, for a stage's metrics."""
+        return {"seconds_generate": self.generate_seconds, "seconds_code": self.code_seconds,
+                "seconds_grading": self.grading_seconds, "seconds_scoring": self.scoring_seconds}
 
     @property
     def tokens_per_second(self) -> float:
@@ -169,7 +185,9 @@ class Expander:
 
     def expand(self, work: Sequence[tuple[Tree, Expansion]], stats: SearchStats) -> None:
         requests = [self._request(tree, exp) for tree, exp in work]
+        began = time.perf_counter()
         results = self.backend.generate(requests)
+        stats.generate_seconds += time.perf_counter() - began
         stats.batches += 1
         stats.requests += len(requests)
         new: list[_Child] = []
@@ -182,11 +200,17 @@ class Expander:
         jobs = self._submit_code(new)  # runs in the sandbox pool while answers are graded
         for child in new:
             self._mark_parsed_terminal(child)
+        began = time.perf_counter()
         self._grade([c for c in new if c.node.terminal == "answer"])
+        graded = time.perf_counter()
         self._apply_code(jobs)
+        coded = time.perf_counter()
         for child in new:
             self._mark_limits(child)
         self._score(new)
+        stats.grading_seconds += graded - began
+        stats.code_seconds += coded - graded
+        stats.scoring_seconds += time.perf_counter() - coded
         for child in new:
             self._record_value(child)
 

@@ -485,3 +485,36 @@ def test_run_search_dispatches_and_rejects_unknown_methods():
     assert stats.seconds > 0 and stats.tokens_per_second > 0
     with pytest.raises(ValueError, match="unknown search method"):
         run_search("dfs", [], SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader()))
+
+
+def test_the_search_says_where_its_time_went():
+    """SearchStats splits the wall time: generate, sandbox waits, grading, scoring (each part at least
+    what the slow fakes sleep, all parts within the total); extra searches add up."""
+    import time
+
+    class Slow:
+        def __init__(self, inner, method, seconds):
+            self.inner, self.method, self.seconds = inner, method, seconds
+
+        def __getattr__(self, name):
+            if name != self.method:
+                return getattr(self.inner, name)
+
+            def slow(*args):
+                time.sleep(self.seconds)
+                return getattr(self.inner, name)(*args)
+            return slow
+
+    backend, sandbox, grader = FakeBackend(by_last_step(SCRIPT)), FakeSandbox(), FakeGrader()
+    slow_env = SearchEnv(Slow(backend, "generate", 0.02), FakeFormat(), SearchConfig(n_candidates=3, rollouts=5),
+                         sandbox, Slow(grader, "grade_many", 0.01), lambda items: [0.0 for _ in items])
+    (_,), stats = mcts([Problem("p0", "q0", "5")], slow_env, progress=False)
+    assert stats.generate_seconds >= 0.02 * stats.batches
+    assert stats.grading_seconds >= 0.01 * len(grader.calls)
+    parts = stats.time_split()
+    assert set(parts) == {"seconds_generate", "seconds_code", "seconds_grading", "seconds_scoring"}
+    assert sum(parts.values()) <= stats.seconds
+    total = SearchStats()
+    total.add(stats)
+    total.add(stats)
+    assert total.generate_seconds == 2 * stats.generate_seconds and total.batches == 2 * stats.batches

@@ -42,3 +42,15 @@ def test_a_sharded_policy_is_hashed_by_its_shards(tmp_path):
     key = stages.stage_key(ctx, "evaluate")
     (policy / "model-00002-of-00002.safetensors").write_bytes(b"\1" * 8)
     assert stages.stage_key(ctx, "evaluate") != key
+
+
+def test_the_round_report_says_where_the_time_went():
+    from tasks import reports
+
+    results = {"generate": {"stage_seconds": 12.34, "seconds_startup": 3.0, "seconds_generate": 8.0,
+                            "seconds_code": 0.5, "seconds_grading": 0.2, "seconds_scoring": 0.0, "problems": 40},
+               "train_policy": {"stage_seconds": 60.0, "steps": 8}}
+    assert reports.time_rows(results) == [
+        {"stage": "generate", "seconds": 12.3, "startup": 3.0, "generate": 8.0, "code": 0.5, "grading": 0.2,
+         "scoring": 0.0},
+        {"stage": "train_policy", "seconds": 60.0}]
