@@ -30,6 +30,7 @@ from evomath.models import models_dir, register_uri_resolver
 
 CHAMPION = "champion"
 KEY_TAG = "evomath.key"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"  # the UI's runs and charts
 SCORE_TAG = "score"
 TREE_SAMPLES = 3
 _current_uri: str | None = None  # the URI of the last Tracker made in this process
@@ -120,12 +121,17 @@ class Tracker:
         return cls(config.name, config.run_dir)
 
     def _experiment(self, name: str) -> str:
+        """The experiment's id, created if new; marked for model training (MLflow 3 otherwise opens
+        an untagged experiment on its GenAI overview of traces)."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             return found.experiment_id
         root = artifacts_root(self.uri)
         location = (root / name).as_uri() if root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
     # -- runs
 
@@ -304,7 +310,7 @@ class Tracker:
 
     def experiment_url(self) -> str | None:
         base = self.ui_base()
-        return f"{base}/#/experiments/{self.experiment_id}" if base else None
+        return f"{base}/#/experiments/{self.experiment_id}/runs?compareRunsMode=CHART" if base else None
 
     def compare_url(self, run_ids: Sequence[str]) -> str | None:
         base = self.ui_base()
