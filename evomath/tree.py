@@ -217,6 +217,7 @@ def check_shape(nodes: list[Node], where: str) -> None:
         if node.id != i:
             raise ArtifactError(f"{where}: nodes[{i}].id: {node.id} is not the node's position {i}")
         _check_parent(nodes, i, where)
+    for i, node in enumerate(nodes):
         for child in node.children:
             if not 0 <= child < count:
                 raise ArtifactError(f"{where}: nodes[{i}].children: {child} is out of range ({count} nodes)")
