@@ -72,7 +72,7 @@ def train_trees(args, config, engine) -> Path:
 
 
 def annotations(args, config, engine) -> Path:
-    from evomath.files import append_jsonl, read_jsonl
+    from evomath.files import append_jsonl, resume_jsonl
     from evomath.problems import load_benchmark
     from evomath.search.annotate import annotate
 
@@ -84,7 +84,7 @@ def annotations(args, config, engine) -> Path:
     env, _ = search_env(config, args.policy, engine, search)
     problems = load_benchmark(args.train, limit=args.annotate_problems, seed=1)
     tmp = out.with_suffix(".partial")
-    done = {r["problem_id"] for r in read_jsonl(tmp)} if tmp.exists() else set()
+    done = {r["problem_id"] for r in resume_jsonl(tmp)}
     with env.sandbox, env.grader:
         _, sampling, completing = annotate([p for p in problems if p.id not in done], env, samples=args.samples,
                                            completions=args.completions, on_problem_done=lambda rows: append_jsonl(tmp, rows))
@@ -95,13 +95,18 @@ def annotations(args, config, engine) -> Path:
 
 
 def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path]:
-    from evomath.files import read_jsonl
     from evomath.formats import make_format
     from evomath.tree import read_trees
     from training.ppm import train_ppm
     from training.ppm_pairs import make_pairs
     from training.sft_data import chat_fn, make_sft_data
-    from training.step_rewards import annotation_rows, train_step_reward, tree_step_rows, write_step_rows
+    from training.step_rewards import (
+        annotation_rows,
+        read_annotations,
+        train_step_reward,
+        tree_step_rows,
+        write_step_rows,
+    )
     from training.value_head import train_value_head
 
     fmt = make_format(config.search.step_format)
@@ -125,7 +130,8 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
             write_step_rows(data / "tree-mc.jsonl", tree_step_rows(read_trees(trees), fmt, config.prm.labels))
             metrics = train_step_reward(data / "tree-mc.jsonl", policy_dir, out, config.prm, "prm", progress=False)
         elif kind == "prm":
-            write_step_rows(data / "completer.jsonl", annotation_rows(read_jsonl(notes), fmt, config.prm.labels))
+            notes_rows = read_annotations(notes, config.prm.labels)
+            write_step_rows(data / "completer.jsonl", annotation_rows(notes_rows, fmt, config.prm.labels))
             metrics = train_step_reward(data / "completer.jsonl", policy_dir, out, config.prm, "prm", progress=False)
         else:  # value: SFT on the trees' best solutions + beta * MSE to every step's Q
             sft_fmt = make_format(config.search.step_format, "chat", chat=chat_fn(policy_dir))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from evomath.commands import add_model_commands, add_sample_command, run_command
+from evomath.commands import add_debug_flag, add_model_commands, add_sample_command, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-evolving small math models: MCTS over verified steps, SFT on the best "
         "trajectories, a process preference model, repeated for rounds.",
     )
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _command_groups():
         add(sub)

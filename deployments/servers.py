@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deployments.deploy import POOL
+from evomath.errors import InputError
 from tasks import tracking
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[1]
 
 
-class ServerError(RuntimeError):
+class ServerError(InputError, RuntimeError):
     """A service cannot start; the message says why and where its log is."""
 
 

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from evomath.errors import InputError
 from evomath.problems import BENCHMARKS, Problem, load_benchmark, load_problems
 
 
@@ -44,8 +45,8 @@ def load_suite(
         else:
             problems = load_benchmark(name, limit=limit, seed=seed)
         if not problems:
-            raise ValueError(f"benchmark {name!r} has no problems")
+            raise InputError(f"benchmark {name!r} has no problems")
         suite[label(name)] = problems
     if not suite:
-        raise ValueError("no benchmark given")
+        raise InputError("no benchmark given")
     return suite

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from evaluation.methods import valid_forms
 from evomath.config import SearchConfig, add_section_flags, add_set_flag
+from evomath.errors import InputError
 
 
 def add_evaluate_command(subparsers) -> None:
@@ -59,7 +60,7 @@ def load_reward_model(spec: str, kind: str, backend: str, step_format: str):
     path = resolve_model(spec)
     trained_on = reward_marker(path, kind).get("format")
     if trained_on and trained_on != step_format:
-        raise ValueError(f"{kind.upper()} {spec} was trained on {trained_on} steps; evaluate with --step-format "
+        raise InputError(f"{kind.upper()} {spec} was trained on {trained_on} steps; evaluate with --step-format "
                          f"{trained_on}")
     return load_scorer(path, backend=backend if kind != "value" else "transformers", kind=kind)
 
@@ -72,7 +73,7 @@ def reward_model_args(args) -> dict[str, str]:
     for item in args.reward_model:
         kind, sep, path = item.partition("=")
         if not sep or kind not in KINDS or not path:
-            raise ValueError(f"--reward-model {item!r}: expected KIND=DIR with KIND one of {', '.join(KINDS)}")
+            raise InputError(f"--reward-model {item!r}: expected KIND=DIR with KIND one of {', '.join(KINDS)}")
         models[kind] = path
     return models
 

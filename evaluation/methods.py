@@ -26,6 +26,7 @@ from evaluation.select import (
     majority,
     ppm_weight,
 )
+from evomath.errors import InputError
 
 # rStar-Math's evaluation: 64 independent searches, a vote over the top 4 answers by PPM score.
 MCTS_SEARCHES = 64
@@ -221,8 +222,8 @@ def valid_forms() -> str:
     return "\n".join(f"  {form:38s} {what}" for form, what in FORMS)
 
 
-def _error(text: str, why: str) -> ValueError:
-    return ValueError(f"{why} {text!r}; valid methods (K, B1, B2, S, T positive integers):\n{valid_forms()}")
+def _error(text: str, why: str) -> InputError:
+    return InputError(f"{why} {text!r}; valid methods (K, B1, B2, S, T positive integers):\n{valid_forms()}")
 
 
 def _mcts(searches: int, top: int) -> MCTS:

@@ -23,6 +23,7 @@ from evaluation.records import flat_metrics, make_record, summarize, write_recor
 from evaluation.report import plot_accuracy_vs_tokens
 from evaluation.runs import Context, Run
 from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
+from evomath.errors import InputError
 from evomath.files import private_dir
 from evomath.search import SearchEnv
 from evomath.tree import write_trees
@@ -71,10 +72,10 @@ def check_inputs(specs: Sequence[Method], scorer, trees) -> None:
             missing.setdefault("ppm" if spec.reward_model == GUIDE else spec.reward_model, []).append(spec.name)
     for kind, names in missing.items():
         if kind == "ppm":
-            raise ValueError(f"{', '.join(names)} need a process preference model (--ppm DIR)")
-        raise ValueError(f"{', '.join(names)} need a {kind.upper()} (--reward-model {kind}=DIR)")
+            raise InputError(f"{', '.join(names)} need a process preference model (--ppm DIR)")
+        raise InputError(f"{', '.join(names)} need a {kind.upper()} (--reward-model {kind}=DIR)")
     if any(isinstance(s, Offline) for s in specs) and trees is None and not any(isinstance(s, MCTS) for s in specs):
-        raise ValueError("offline methods re-select from saved trees: give them (--trees PATH) or add an mcts method")
+        raise InputError("offline methods re-select from saved trees: give them (--trees PATH) or add an mcts method")
 
 
 def generate_runs(specs: Sequence[Method], ctx: Context, trees, benchmark: str) -> dict[str, Run]:

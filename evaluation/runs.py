@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evaluation.select import chains, is_answer
+from evomath.errors import InputError, MissingInputError
 from evomath.scoring import prefix_scores
 from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees
@@ -126,10 +127,10 @@ def load_offline(ctx: Context, source: Iterable[Tree], where: str, kinds: Iterab
         by_id.setdefault(tree.problem_id, []).append(tree)
     grouped = [by_id.get(p.id, []) for p in ctx.problems]
     if not any(grouped):
-        raise ValueError(f"no saved tree in {where} matches a problem of this benchmark")
+        raise InputError(f"no saved tree in {where} matches a problem of this benchmark")
     gold = [t.problem_id for trees in grouped for t in trees if t.meta.get("reward", "gold") == "gold"]
     if gold:
-        raise ValueError(f"{where}: trees searched with gold rewards (e.g. {gold[0]}): their Q values and visits "
+        raise InputError(f"{where}: trees searched with gold rewards (e.g. {gold[0]}): their Q values and visits "
                          "know the answer, so offline re-selection from them would not be an evaluation; give trees "
                          "an evaluation MCTS saved (reward from the value function)")
     seconds = sum(t.meta.get("seconds", 0.0) for trees in grouped for t in trees)
@@ -158,5 +159,5 @@ def offline_source(trees, benchmark: str) -> tuple[list[Tree], str]:
     if path.is_dir():
         path = path / f"{benchmark}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"no saved trees at {path}")
+        raise MissingInputError(f"no saved trees at {path}")
     return list(read_trees(path)), str(path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from evomath.errors import InputError
 from evomath.grading import vote_key
 from evomath.tree import Node, Tree
 
@@ -25,7 +26,7 @@ class Solution:
     def score(self, agg: str = "last") -> float:
         """The solution's PPM score: its last step's, or the minimum over its steps."""
         if not self.scores:
-            raise ValueError("solution has no PPM scores; score the trees first")
+            raise InputError("solution has no PPM scores; score the trees first")
         return min(self.scores) if agg == "min" else self.scores[-1]
 
 
@@ -153,7 +154,7 @@ def choose_offline(spec, trees: Sequence[Tree], ppm: Mapping[tuple[int, int], fl
     candidates = [solution(t, n) for t in trees for n in t.answered() if is_answer(n)]
     if spec.select_by not in OFFLINE_KEYS:
         if ppm is None:
-            raise ValueError(f"offline-{spec.select_by} needs the answers' {spec.select_by} scores")
+            raise InputError(f"offline-{spec.select_by} needs the answers' {spec.select_by} scores")
         scored = [solution(t, n, ppm[j, n.id]) for j, t in enumerate(trees) for n in t.answered() if is_answer(n)]
         return Choice(best_by(scored, lambda s: s.score("last")), candidates)
     key = OFFLINE_KEYS[spec.select_by]

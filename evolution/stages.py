@@ -258,7 +258,7 @@ def _recover_trees(path: Path, key: str) -> dict[str, Tree]:
     file is moved aside to ``<name>.stale`` (not deleted) and generation starts afresh."""
     if not path.exists():
         return {}
-    trees = {t.problem_id: t for t in read_trees(path)}
+    trees = {t.problem_id: t for t in read_trees(path, tolerate_torn_tail=True)}
     stale = sum(t.meta.get(GENERATION_KEY) != key for t in trees.values())
     if stale:
         aside = next(a for i in itertools.count()

@@ -1,5 +1,5 @@
-"""What every command line of evomath shares: the runner that turns expected failures into one
-line and exit code 2, and the core's own command groups (models, sample). The ``evomath`` command
+"""What every command line of evomath shares: the runner that turns a user's errors into one line
+and exit code 2, and the core's own command groups (models, sample). The ``evomath`` command
 (``deployments/cli.py``) and ``python -m training.cli`` both run their commands through it."""
 
 from __future__ import annotations
@@ -9,11 +9,8 @@ import signal
 import sys
 import threading
 
-from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS, ModelError
-from evomath.plan import PlanError
-
-# Failures a user can act on: printed as one line, exit code 2 (EVOMATH_DEBUG=1 shows the traceback).
-EXPECTED_ERRORS = (ModelError, ValueError, FileNotFoundError, PlanError)
+from evomath.errors import InputError
+from evomath.models import DEFAULT_MODEL, EMBEDDED_MODELS
 
 
 def add_model_commands(sub) -> None:
@@ -95,14 +92,34 @@ def _exit_on_sigterm(signum, frame) -> None:
     sys.exit(128 + signum)
 
 
+def add_debug_flag(parser) -> None:
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (also EVOMATH_DEBUG=1)")
+
+
 def run_command(args) -> int:
-    """Run a parsed command; expected failures print one line and exit 2 (EVOMATH_DEBUG re-raises)."""
+    """Run a parsed command. A user's error (an ``InputError``, or a file the system cannot open)
+    prints one line, ``evomath: error: ...``, and exits 2; ``--debug`` or EVOMATH_DEBUG=1 re-raise it.
+    Anything else is a bug and keeps its traceback."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return args.func(args) or 0
-    except EXPECTED_ERRORS as err:
-        if os.environ.get("EVOMATH_DEBUG"):
+    except (InputError, OSError) as err:
+        if not user_error(err) or getattr(args, "debug", False) or os.environ.get("EVOMATH_DEBUG"):
             raise
-        print(f"evomath: error: {err}", file=sys.stderr)
+        print(f"evomath: error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def user_error(err: BaseException) -> bool:
+    """An ``InputError``, or an OS error about a path (a file given that is missing, a directory
+    that cannot be written): both are the user's to fix. An OS error without a path is not."""
+    return isinstance(err, InputError) or (isinstance(err, OSError) and err.filename is not None)
+
+
+def one_line(err: BaseException) -> str:
+    """The message on one line (a YAML parser's, say, spans several)."""
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return " ".join(str(err).split())

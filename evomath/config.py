@@ -13,6 +13,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evomath.errors import InputError
+
+
+class ConfigError(InputError):
+    """A config file, a flag or a ``--set`` that does not make a valid config; the message names the field."""
+
 
 class _Config(BaseModel):
     # Unknown keys are errors (a typo never passes silently); NaN and infinity are refused.
@@ -282,25 +288,25 @@ def apply_overrides(config: ExperimentConfig, assignments: list[str], where: str
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{where} {assignment!r}: expected FIELD=VALUE, e.g. search.rollouts=4")
+            raise ConfigError(f"{where} {assignment!r}: expected FIELD=VALUE, e.g. search.rollouts=4")
         *parents, leaf = key.strip().split(".")
         node = raw
         for part in parents:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"{where} {assignment!r}: {part!r} is not a section of the config")
+                raise ConfigError(f"{where} {assignment!r}: {part!r} is not a section of the config")
             node = node[part]
         if leaf not in node:
             known = ", ".join(sorted(node))
-            raise ValueError(f"{where} {assignment!r}: no field {leaf!r} there (fields: {known})")
+            raise ConfigError(f"{where} {assignment!r}: no field {leaf!r} there (fields: {known})")
         try:
             node[leaf] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as err:
-            raise ValueError(f"{where} {assignment!r}: the value is not valid YAML ({err})") from None
+            raise ConfigError(f"{where} {assignment!r}: the value is not valid YAML ({err})") from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{where}: {problems}") from None
+        raise ConfigError(f"{where}: {problems}") from None
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -310,9 +316,9 @@ def load_config(path: str | Path) -> ExperimentConfig:
         try:
             raw = yaml.safe_load(fh) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"{path}: {problems}") from None
+        raise ConfigError(f"{path}: {problems}") from None

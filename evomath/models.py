@@ -22,11 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evomath.errors import InputError
+
 MARKER = "evomath_model.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
-class ModelError(RuntimeError):
+class ModelError(InputError, RuntimeError):
     """A model cannot be resolved or loaded; the message says what to do."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from evomath.config import ExperimentConfig
+from evomath.errors import InputError
 
 GiB = 2**30
 ENGINE_RESERVE = 3 * GiB  # vLLM's activation profile and CUDA graphs, beyond weights and KV cache
@@ -43,7 +44,7 @@ PAPER_ROLLOUTS = 16
 ASSUMED_EFFECTIVE_FLOPS = 1.5e14
 
 
-class PlanError(ValueError):
+class PlanError(InputError):
     """The config cannot run on these GPUs; the message gives the numbers and what to change."""
 
 

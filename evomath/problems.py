@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from evomath.errors import InputError, MissingInputError
 from evomath.problem import Problem
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ ANSWER_FIELDS = ("answer", "final_answer")
 ID_FIELDS = ("id", "unique_id", "problem_id")
 
 
-class ProblemFileError(ValueError):
+class ProblemFileError(InputError):
     """A malformed problem record; the message starts with FILE:LINE."""
 
 
@@ -52,7 +53,7 @@ def _demo_ops(name: str) -> BenchmarkSpec | None:
         return None
     low, _, high = span.partition("-")
     if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= 4):
-        raise ValueError(f"benchmark {name!r}: operations must be a range within 1-4, like {base}:1-2")
+        raise InputError(f"benchmark {name!r}: operations must be a range within 1-4, like {base}:1-2")
     ops = tuple(range(int(low), int(high or low) + 1))
     n = 2000 if base == "demo_train" else 200
     return BenchmarkSpec(name, f"{spec.description}, {span} operations", generate=_demo(base[5:], n, ops))
@@ -79,13 +80,13 @@ def shared_data_dir() -> Path:
     if env:
         path = Path(env).expanduser()
         if not path.is_dir():
-            raise FileNotFoundError(f"EVOMATH_DATA_DIR={env} is not a directory")
+            raise MissingInputError(f"EVOMATH_DATA_DIR={env} is not a directory")
         return path
     repo = Path(__file__).resolve().parents[1]
     for path in (repo.parent / "shared" / "data", repo / "shared" / "data"):
         if path.is_dir():
             return path
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"no benchmark data found beside {repo}; set EVOMATH_DATA_DIR to the folder holding "
         "gsm8k_test/, math500/, ... (e.g. export EVOMATH_DATA_DIR=/path/to/shared/data)"
     )
@@ -177,7 +178,7 @@ def subset(problems: list[Problem], limit: int | None, seed: int) -> list[Proble
     if limit is None or limit >= len(problems):
         return problems
     if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise InputError(f"limit must be >= 0, got {limit}")
     order = list(range(len(problems)))
     random.Random(seed).shuffle(order)
     return [problems[i] for i in sorted(order[:limit])]
@@ -200,7 +201,7 @@ def load_problems(
     one. A malformed line raises ProblemFileError("FILE:LINE: ...")."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"problem file not found: {path}")
+        raise MissingInputError(f"problem file not found: {path}")
     problems = _problems_from_rows(
         _jsonl_rows(path),
         path.name,
@@ -221,7 +222,7 @@ def _load_hf(spec: str, limit: int | None, seed: int) -> list[Problem]:
     name, _, split = spec[len("hf:") :].partition(":")
     parts = name.split("/")
     if len(parts) not in (2, 3) or not all(parts):
-        raise ValueError(f"expected hf:owner/name[/config][:split], got {spec!r}")
+        raise InputError(f"expected hf:owner/name[/config][:split], got {spec!r}")
     config = parts[2] if len(parts) == 3 else None
     rows = load_dataset("/".join(parts[:2]), config, split=split or "test")
     problems = _problems_from_rows(
@@ -243,7 +244,7 @@ def load_benchmark(name: str, *, limit: int | None = None, seed: int = 0, data_d
         return load_problems(root / spec.path, answer_format=spec.answer_format, limit=limit, seed=seed, id_prefix=f"{name}-")
     if name.endswith(".jsonl") or Path(name).is_file():
         return load_problems(name, limit=limit, seed=seed)
-    raise ValueError(
+    raise InputError(
         f"unknown benchmark {name!r}; valid names: {', '.join(BENCHMARKS)} (demo_test:1-2 keeps the demo's "
         "1-2 operation problems), a .jsonl path, or hf:owner/name[/config][:split]"
     )

@@ -112,6 +112,7 @@ from pathlib import Path
 from typing import Any
 
 from evomath.config import SandboxConfig
+from evomath.errors import InputError
 from evomath.sandbox_worker import remove_tree
 
 __all__ = ["ExecResult", "Sandbox", "SandboxDegradedError", "DEFAULT_PRELOAD", "DEFAULT_HEAVY_PRELOAD"]
@@ -170,7 +171,7 @@ _MIB = 1 << 20
 _log = logging.getLogger(__name__)
 
 
-class SandboxDegradedError(RuntimeError):
+class SandboxDegradedError(InputError, RuntimeError):
     """``SandboxConfig.strict`` is set and this machine does not grant the full isolation."""
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from evomath.config import EngineConfig
+from evomath.errors import InputError
 
 MARKER_KEY = "evomath_reward_model"
 LEGACY_PPM_KEY = "evomath_ppm"  # PPMs saved before the other kinds existed
@@ -47,7 +48,7 @@ DEFAULT_BACKEND: Backend = "transformers"
 DEFAULT_ENGINE = EngineConfig(dtype="float32", gpu_memory_utilization=0.2, cpu_kv_cache_gb=0.5)
 
 
-class NotARewardModelError(ValueError):
+class NotARewardModelError(InputError):
     """A directory given as a reward model (of some kind) is not one; the message says what it is."""
 
 
@@ -144,10 +145,10 @@ class RewardScorer:
         elif backend == "vllm" and self.kind != "value":
             self._impl = _VLLMScorer(self.model_dir, engine or _default_engine(self.model_dir))
         elif backend == "vllm":
-            raise ValueError(f"{model_dir}: a value head is served by transformers (vLLM's pooling runner reads "
+            raise InputError(f"{model_dir}: a value head is served by transformers (vLLM's pooling runner reads "
                              "sequence-classification models)")
         else:
-            raise ValueError(f"unknown scorer backend {backend!r}: use 'transformers' or 'vllm'")
+            raise InputError(f"unknown scorer backend {backend!r}: use 'transformers' or 'vllm'")
 
     @property
     def fmt(self):

@@ -2,20 +2,31 @@
 
 Trees are the system's main artifact: buckets, SFT data and PPM pairs are all derived from them,
 so everything a later stage needs (visits, values, PPM scores, terminal kind, grading) is stored.
+A tree read from a file is checked against one schema (``TreeLine``: every field's type, no unknown
+key) and for its shape (ids are positions, one root at 0, parents and children agree, no parent
+cycle); anything else raises ``ArtifactError`` naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from evomath.files import append_jsonl, read_jsonl, write_jsonl
+from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
+
+from evomath.files import ArtifactError, append_jsonl, jsonl_lines, write_jsonl
 
 # "length": the prompt (question + steps so far) no longer fits the model's context.
 TERMINAL_KINDS = ("answer", "too_deep", "code_errors", "no_step", "length")
 
 
+# How a node is checked when read: exact JSON types (no "3" for 3), no unknown key. Fields with a
+# default may be absent (trees written before the field existed).
+@with_config(ConfigDict(strict=True, extra="forbid"))
 @dataclass
 class Node:
     id: int
@@ -78,10 +89,13 @@ class Tree:
 
     def ancestors(self, node: Node) -> Iterator[Node]:
         """``node``, its parent, ... up to the root (the one walk up every other one uses)."""
-        current: Node | None = node
-        while current is not None:
+        current = node
+        for _ in self.nodes:  # a way up visits each node at most once
             yield current
-            current = self.nodes[current.parent] if current.parent is not None else None
+            if current.parent is None:
+                return
+            current = self.nodes[current.parent]
+        raise ValueError(f"tree {self.problem_id}: node {node.id}'s parents never reach the root (a parent cycle)")
 
     def path(self, node: Node) -> list[Node]:
         """Steps from the first one down to ``node`` (the root excluded)."""
@@ -147,9 +161,103 @@ class Tree:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict) -> Tree:
-        nodes = [Node(**n) for n in raw["nodes"]]
-        return cls(raw["problem_id"], raw["question"], raw["gold"], nodes=nodes, meta=raw.get("meta", {}))
+    def from_dict(cls, raw: dict, where: str = "tree") -> Tree:
+        """A tree from ``to_dict``'s form, checked as a file's line is."""
+        return cls.from_json(json.dumps(raw), where)
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> Tree:
+        """Parse and check one line of a trees file; ``where`` (``FILE:LINE``) starts every error."""
+        try:
+            raw = _tree_line().validate_json(text)
+        except ValidationError as err:
+            raise ArtifactError(f"{where}: {_first_problem(err)}") from None
+        check_shape(raw["nodes"], where)
+        return cls(raw["problem_id"], raw["question"], raw["gold"], nodes=raw["nodes"], meta=raw.get("meta", {}))
+
+
+class TreeLine(TypedDict):
+    """One line of a trees file, as ``Tree.to_dict`` writes it."""
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="forbid")
+    problem_id: str
+    question: str
+    gold: str
+    nodes: list[Node]
+    meta: NotRequired[dict]
+
+
+@functools.cache
+def _tree_line() -> TypeAdapter:
+    return TypeAdapter(TreeLine)
+
+
+def _first_problem(err: ValidationError) -> str:
+    """Pydantic's first error as ``nodes[2].visits: Input should be a valid integer (got "3")``."""
+    first = err.errors(include_url=False)[0]
+    field_name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
+    if first["type"] == "json_invalid":
+        return f"not valid JSON ({first['msg'].removeprefix('Invalid JSON: ')})"
+    message = {"missing": "missing", "extra_forbidden": "unknown field",
+               "unexpected_keyword_argument": "unknown field"}.get(first["type"])
+    if message is None:
+        shown = json.dumps(first["input"], default=str)
+        message = f"{first['msg']} (got {shown if len(shown) <= 40 else shown[:37] + '...'})"
+    return f"{field_name}: {message}" if field_name else message
+
+
+def check_shape(nodes: list[Node], where: str) -> None:
+    """What types cannot say: node ``i`` has id ``i``, the root (and only it) sits at 0 without a
+    parent, every parent is another node in range that lists the node among its children and every
+    listed child names its parent back, once, and every node's parents lead to the root. O(nodes)."""
+    if not nodes:
+        raise ArtifactError(f"{where}: nodes: empty (a tree holds at least its root)")
+    count = len(nodes)
+    for i, node in enumerate(nodes):
+        if node.id != i:
+            raise ArtifactError(f"{where}: nodes[{i}].id: {node.id} is not the node's position {i}")
+        _check_parent(nodes, i, where)
+    for i, node in enumerate(nodes):
+        for child in node.children:
+            if not 0 <= child < count:
+                raise ArtifactError(f"{where}: nodes[{i}].children: {child} is out of range ({count} nodes)")
+            if nodes[child].parent != i:
+                raise ArtifactError(f"{where}: nodes[{i}].children: {child}'s parent is {nodes[child].parent}, not {i}")
+    if sum(len(node.children) for node in nodes) != count - 1:
+        raise ArtifactError(f"{where}: nodes: a child is listed more than once in its parent's children")
+    _check_no_cycle(nodes, where)
+
+
+def _check_parent(nodes: list[Node], i: int, where: str) -> None:
+    parent = nodes[i].parent
+    if i == 0:
+        if parent is not None:
+            raise ArtifactError(f"{where}: nodes[0].parent: {parent}, but the root has none")
+        return
+    if parent is None:
+        raise ArtifactError(f"{where}: nodes[{i}].parent: null, but only the root (nodes[0]) has no parent")
+    if parent == i:
+        raise ArtifactError(f"{where}: nodes[{i}].parent: {i} is the node itself (a cycle)")
+    if not 0 <= parent < len(nodes):
+        raise ArtifactError(f"{where}: nodes[{i}].parent: {parent} is out of range ({len(nodes)} nodes)")
+    if i not in nodes[parent].children:
+        raise ArtifactError(f"{where}: nodes[{i}].parent: {parent} does not list {i} among its children")
+
+
+def _check_no_cycle(nodes: list[Node], where: str) -> None:
+    """Every walk up reaches the root; each node is walked once (those known to reach it stop a walk)."""
+    reaches_root = {0}
+    for start in range(len(nodes)):
+        walk: dict[int, None] = {}  # the nodes walked through, in order
+        current = start
+        while current not in reaches_root:
+            if current in walk:
+                loop = list(walk)[list(walk).index(current):] + [current]
+                raise ArtifactError(f"{where}: nodes[{current}].parent: a cycle ({' -> '.join(map(str, loop))}) "
+                                    "that never reaches the root")
+            walk[current] = None
+            current = nodes[current].parent
+        reaches_root.update(walk)
 
 
 def write_trees(path: str | Path, trees: Iterable[Tree]) -> None:
@@ -162,6 +270,7 @@ def append_trees(path: str | Path, trees: Iterable[Tree]) -> None:
     append_jsonl(path, (t.to_dict() for t in trees))
 
 
-def read_trees(path: str | Path) -> Iterator[Tree]:
-    for raw in read_jsonl(path):
-        yield Tree.from_dict(raw)
+def read_trees(path: str | Path, *, tolerate_torn_tail: bool = False) -> Iterator[Tree]:
+    """Each line checked (``Tree.from_json``); ``tolerate_torn_tail`` only for a search resuming its file."""
+    for where, text in jsonl_lines(path, tolerate_torn_tail=tolerate_torn_tail):
+        yield Tree.from_json(text, where)

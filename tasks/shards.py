@@ -49,7 +49,7 @@ def merge_shards(ctx: RoundContext, paths: list[str]) -> int:
     for tree in trees.values():
         tree.meta[stages.GENERATION_KEY] = key
     if out.exists():
-        trees |= {t.problem_id: t for t in read_trees(out) if t.meta.get(stages.GENERATION_KEY) == key}
+        trees |= {t.problem_id: t for t in read_trees(out, tolerate_torn_tail=True) if t.meta.get(stages.GENERATION_KEY) == key}
     order = [p.id for p in stages.training_problems(ctx.config)]
     write_trees(out, [trees[i] for i in order if i in trees])
     return len(trees)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from evomath.config import add_section_flags, add_set_flag
+from evomath.errors import InputError
 
 
 def add_data_commands(subparsers) -> None:
@@ -158,14 +159,14 @@ def _add_train_args(parser, section: str) -> None:
 
 
 def cmd_buckets(args) -> int:
+    from evomath.files import write_json
     from evomath.tree import read_trees
     from training.buckets import bucket_counts, hard_problem_ids
 
     trees = list(read_trees(args.trees))
     result = {"counts": bucket_counts(trees), "hard_problem_ids": hard_problem_ids(trees)}
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.out, result)
     counts = result["counts"]
     print(f"{len(trees)} problems: easy {counts['easy']}, medium {counts['medium']}, hard {counts['hard']}")
     return 0
@@ -179,7 +180,7 @@ def cmd_sft_data(args) -> int:
     chat = None
     if search.prompt_style.startswith("chat"):
         if not args.model:
-            raise ValueError("--prompt-style chat needs --model: its chat template renders the prompts")
+            raise InputError("--prompt-style chat needs --model: its chat template renders the prompts")
         from evomath.models import resolve_model
 
         chat = chat_fn(resolve_model(args.model))
@@ -201,18 +202,23 @@ def cmd_pairs(args) -> int:
 
 
 def cmd_steps(args) -> int:
-    from evomath.files import read_jsonl
     from evomath.formats import make_format
     from evomath.tree import read_trees
-    from training.step_rewards import annotation_rows, label_summary, tree_step_rows, write_step_rows
+    from training.step_rewards import (
+        annotation_rows,
+        label_summary,
+        read_annotations,
+        tree_step_rows,
+        write_step_rows,
+    )
 
     fmt = make_format(_experiment(args).search.step_format)
     if args.trees:
         rows = tree_step_rows(read_trees(args.trees), fmt, args.labels)
     else:
         if args.labels == "q":
-            raise ValueError("--labels q reads Q values off trees: give --trees (annotations carry hard and soft)")
-        rows = annotation_rows(read_jsonl(args.annotations), fmt, args.labels, where=str(args.annotations))
+            raise InputError("--labels q reads Q values off trees: give --trees (annotations carry hard and soft)")
+        rows = annotation_rows(read_annotations(args.annotations, args.labels), fmt, args.labels)
     write_step_rows(args.out, rows)
     print(json.dumps(label_summary(rows), indent=2))
     return 0
@@ -297,11 +303,13 @@ def _train_argv() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from evomath.commands import add_debug_flag, run_command
+
     parser = argparse.ArgumentParser(prog="python -m training.cli", description=__doc__.splitlines()[0])
+    add_debug_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     add_data_commands(sub)
     add_train_commands(sub)
-    from evomath.commands import run_command
 
     return run_command(parser.parse_args(argv))
 

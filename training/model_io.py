@@ -13,22 +13,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from evomath.files import read_jsonl
+from evomath.files import read_records
 from training import TrainingInputError
 
 
 def read_rows(path: str | Path, required: Sequence[str], what: str) -> list[dict]:
-    """All rows of a JSONL data file, refusing a missing or empty file and rows without ``required`` keys."""
+    """All rows of a JSONL data file, refusing a missing or empty file and rows without ``required`` text fields."""
     path = Path(path)
     if not path.is_file():
         raise TrainingInputError(f"{what} file {path} does not exist")
-    rows = list(read_jsonl(path))
+    rows = [row for _, row in read_records(path, dict.fromkeys(required, str))]
     if not rows:
         raise TrainingInputError(f"{what} file {path} is empty: nothing to train on")
-    for lineno, row in enumerate(rows, 1):
-        missing = [key for key in required if not isinstance(row.get(key), str)]
-        if missing:
-            raise TrainingInputError(f"{path}: row {lineno} lacks text field(s) {', '.join(missing)}")
     return rows
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from evomath.config import PRMConfig
-from evomath.files import read_jsonl
+from evomath.files import ArtifactError, has_type, read_records
 from evomath.scoring import encode
 from evomath.tree import Tree
 from training import TrainingInputError
@@ -83,15 +83,17 @@ def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
     return rows
 
 
-def annotation_rows(records: Iterable[dict], fmt, labels: str, where: str = "annotations") -> list[dict]:
-    """PRM rows from the completer's records (``evomath.search.annotate``): its hard or soft estimates."""
-    rows = []
-    for lineno, record in enumerate(records, 1):
-        missing = [key for key in ("question", "steps", labels, "problem_id") if key not in record]
-        if missing:
-            raise TrainingInputError(f"{where}:{lineno}: an annotation lacks field(s) {', '.join(missing)}")
-        rows.append(step_row(fmt, record["question"], record["steps"], record[labels], record["problem_id"]))
-    return rows
+def annotation_rows(records: Iterable[dict], fmt, labels: str) -> list[dict]:
+    """PRM rows from the completer's records (``evomath.search.annotate``, or ``read_annotations``):
+    its hard or soft estimates."""
+    return [step_row(fmt, r["question"], r["steps"], r[labels], r["problem_id"]) for r in records]
+
+
+def read_annotations(path: str | Path, labels: str) -> list[dict]:
+    """The completer's records from a file (``evomath annotate``), each checked for what
+    ``annotation_rows`` reads; an error names the file, the line and the field."""
+    fields = {"question": str, "steps": list, labels: list, "problem_id": str}
+    return [row for _, row in read_records(path, fields)]
 
 
 def read_step_rows(path: str | Path, kind: str) -> list[dict]:
@@ -100,26 +102,25 @@ def read_step_rows(path: str | Path, kind: str) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise TrainingInputError(f"step labels file {path} does not exist")
-    low, high = LABEL_RANGE[kind]
     rows = []
-    for lineno, row in enumerate(read_jsonl(path), 1):
-        where = f"{path}:{lineno}"
-        if not isinstance(row.get("prompt"), str):
-            raise TrainingInputError(f"{where}: field prompt must be text")
-        steps, labels = row.get("steps"), row.get("labels")
-        if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-            raise TrainingInputError(f"{where}: field steps must be a non-empty list of texts")
-        if not isinstance(labels, list) or len(labels) != len(steps):
-            raise TrainingInputError(f"{where}: field labels must be a list of {len(steps)} numbers, one per step")
-        for i, value in enumerate(labels):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
-                    not low <= value <= high:
-                raise TrainingInputError(f"{where}: field labels[{i}] = {value!r} is outside [{low:g}, {high:g}] "
-                                         f"for a {kind.upper()}")
+    for where, row in read_records(path, {"prompt": str, "steps": list, "labels": list}):
+        _check_steps(row, where, kind)
         rows.append(row)
     if not rows:
         raise TrainingInputError(f"step labels file {path} is empty: nothing to train on")
     return rows
+
+
+def _check_steps(row: dict, where: str, kind: str) -> None:
+    steps, labels = row["steps"], row["labels"]
+    if not steps or not all(isinstance(s, str) for s in steps):
+        raise ArtifactError(f"{where}: steps: expected a non-empty list of texts")
+    if len(labels) != len(steps):
+        raise ArtifactError(f"{where}: labels: {len(labels)} for {len(steps)} steps (one number per step)")
+    low, high = LABEL_RANGE[kind]
+    for i, value in enumerate(labels):
+        if not has_type(value, float) or not math.isfinite(value) or not low <= value <= high:
+            raise ArtifactError(f"{where}: labels[{i}]: {value!r} is outside [{low:g}, {high:g}] for a {kind.upper()}")
 
 
 def encode_row(tokenizer, row: dict, max_length: int) -> dict | None:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from evomath.errors import InputError
+
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -55,7 +57,7 @@ def render_chat(tokenizer, user_text: str, system: str | None = None, *, source:
     """One user turn (after an optional system turn) through the tokenizer's chat template, ending
     with the assistant's generation prompt: what every "chat" prompt style sends."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
+        raise InputError(
             f"{source}: the tokenizer has no chat template, which the 'chat' prompt styles need "
             "(use prompt style 'few_shot' or 'bare', or a model with a chat template)"
         )

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig
+from evomath.errors import InputError
 
 
 class OpenAIBackend:
@@ -19,7 +20,7 @@ class OpenAIBackend:
 
         self.config = config or EngineConfig(backend="openai")
         if not self.config.base_url:
-            raise ValueError("the openai backend needs engine.base_url, e.g. http://gpu-host:8000/v1")
+            raise InputError("the openai backend needs engine.base_url, e.g. http://gpu-host:8000/v1")
         self.model = self.config.served_model_name or model
         self.tokenizer_source = model
         self.client = OpenAI(base_url=self.config.base_url, api_key=self.config.api_key)

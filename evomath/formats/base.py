@@ -11,6 +11,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from evomath.errors import InputError
+
 PROMPT_STYLES = ("few_shot", "bare", "chat", "chat_few_shot")
 # What the policy is fine-tuned on for each generation style: rStar drops the few-shot examples.
 TRAINING_STYLE = {"few_shot": "bare", "bare": "bare", "chat": "chat", "chat_few_shot": "chat"}
@@ -74,7 +76,7 @@ class PromptedFormat:
 
     def __init__(self, prompt_style: str = "few_shot", chat: ChatFn | None = None):
         if prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
+            raise InputError(f"prompt_style must be one of {PROMPT_STYLES}, got {prompt_style!r}")
         if prompt_style.startswith("chat") and chat is None:
             raise ValueError(f"prompt_style {prompt_style!r} needs chat=, a function applying the chat template")
         self.prompt_style = prompt_style

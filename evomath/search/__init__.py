@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from evomath.errors import InputError
 from evomath.search.beam import beam_search
 from evomath.search.engine import SearchEnv, SearchStats, TreeCallback, ValueFn
 from evomath.search.mcts import mcts
@@ -30,5 +31,5 @@ def run_search(
 ) -> tuple[list[Tree], SearchStats]:
     """Dispatch by name; greedy ignores ``env.value_fn``, best-of-N uses it to score answers."""
     if method not in SEARCHES:
-        raise ValueError(f"unknown search method {method!r}; choose one of {', '.join(METHODS)}")
+        raise InputError(f"unknown search method {method!r}; choose one of {', '.join(METHODS)}")
     return SEARCHES[method](problems, env, on_tree_done=on_tree_done, progress=progress)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from evomath.config import add_section_flags, add_set_flag
+from evomath.errors import InputError
 from evomath.search import METHODS
 
 
@@ -51,7 +52,7 @@ def run_search_command(args) -> int:
 
         value_fn = load_scorer(args.ppm)
     if not problems:
-        raise ValueError(f"{args.problems}: no problem to search")
+        raise InputError(f"{args.problems}: no problem to search")
     # One engine in this process: in-process on a CPU, like the stages (see prepare_environment).
     backend = make_backend(args.model or config.policy, config.engine, in_process=True)
     private_dir(args.out)
@@ -111,7 +112,7 @@ def run_annotate_command(args) -> int:
 
     from evomath.backends import make_backend
     from evomath.config import ExperimentConfig, config_from_args, load_config
-    from evomath.files import append_jsonl, private_dir, read_jsonl
+    from evomath.files import append_jsonl, private_dir, read_jsonl, resume_jsonl
     from evomath.formats import make_format
     from evomath.grading import Grader
     from evomath.models import model_fingerprint, resolve_model
@@ -124,14 +125,15 @@ def run_annotate_command(args) -> int:
     search, prm = config.search, config.prm
     problems = load_benchmark(args.problems, limit=args.limit, seed=search.seed)
     if not problems:
-        raise ValueError(f"{args.problems}: no problem to annotate")
+        raise InputError(f"{args.problems}: no problem to annotate")
     model = resolve_model(args.model or config.policy)
     key = hashlib.sha256(json.dumps([search.model_dump(mode="json"), prm.samples, prm.completions,
                                      model_fingerprint(model)]).encode()).hexdigest()
     out = private_dir(args.out) / "annotations.jsonl"
-    done = {r["problem_id"] for r in read_jsonl(out) if r.get("key") == key} if out.exists() else set()
-    if out.exists() and any(r.get("key") != key for r in read_jsonl(out)):
-        raise ValueError(f"{out} holds annotations made with other settings or another model; use another --out")
+    kept = resume_jsonl(out)
+    done = {r["problem_id"] for r in kept if r.get("key") == key}
+    if any(r.get("key") != key for r in kept):
+        raise InputError(f"{out} holds annotations made with other settings or another model; use another --out")
     todo = [p for p in problems if p.id not in done]
     if not todo:
         print(f"{len(done)} problems already annotated in {out}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from evomath.config import SearchConfig
+from evomath.errors import InputError
 from evomath.search.engine import (
     Driver,
     Expander,
@@ -172,7 +173,7 @@ def mcts(
     existing = {t.problem_id: t for t in trees or ()}
     unknown = set(existing) - {p.id for p in problems}
     if unknown:
-        raise ValueError(f"trees without a matching problem: {sorted(unknown)[:5]}")
+        raise InputError(f"trees without a matching problem: {sorted(unknown)[:5]}")
     expander = Expander(env, score_steps=env.value_fn is not None, reward=reward)
 
     def start(problem) -> TreeSearch:

@@ -8,11 +8,10 @@ import pytest
 from tiny_model import make_tiny_model
 
 from evomath.config import PRMConfig
-from evomath.files import write_jsonl
+from evomath.files import ArtifactError, write_jsonl
 from evomath.formats import make_format
 from evomath.scoring import NotARewardModelError, load_scorer
 from evomath.tree import Tree
-from training import TrainingInputError
 from training.step_rewards import read_step_rows, step_row, train_step_reward, tree_step_rows
 
 FMT = make_format("natural")
@@ -74,9 +73,9 @@ def test_bad_step_labels_are_refused_naming_file_line_and_field(tmp_path):
     bad = [dict(rows[0]), dict(rows[1], labels=[0.0, 1.5]), dict(rows[2], labels=[1.0])]
     for row in bad[1:]:
         write_jsonl(tmp_path / "bad.jsonl", [bad[0], row])
-        with pytest.raises(TrainingInputError, match=r"bad.jsonl:2: field labels"):
+        with pytest.raises(ArtifactError, match=r"bad.jsonl:2: labels"):
             read_step_rows(tmp_path / "bad.jsonl", "prm")
     write_jsonl(tmp_path / "q.jsonl", [dict(rows[0], labels=[-1.0, 1.0])])
     assert read_step_rows(tmp_path / "q.jsonl", "pqm")  # Q labels live in [-1, 1]
-    with pytest.raises(TrainingInputError, match=r"labels\[0\] = -1.0 is outside \[0, 1\] for a PRM"):
+    with pytest.raises(ArtifactError, match=r"q.jsonl:1: labels\[0\]: -1.0 is outside \[0, 1\] for a PRM"):
         read_step_rows(tmp_path / "q.jsonl", "prm")
