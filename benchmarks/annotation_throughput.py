@@ -28,8 +28,7 @@ def completer_job(env, problems, samples: int):
     from evomath.search import best_of_n
     from evomath.search.annotate import solution_chains
 
-    with env.sandbox, env.grader:
-        trees, _ = best_of_n(problems, env, samples, progress=False)
+    trees, _ = best_of_n(problems, env, samples, progress=False)
     return [(tree, chain) for tree in trees for chain in solution_chains(tree)]
 
 
@@ -45,8 +44,7 @@ def run_completer(env, solutions, completions: int):
         copy = copies.setdefault(tree.problem_id, Tree.from_dict(tree.to_dict()))
         fresh.append((copy, [copy.nodes[n.id] for n in chain]))
     first_new = {(t.problem_id, n.id): len(n.children) for t, path in fresh for n in path}
-    with env.sandbox, env.grader:
-        _, stats = annotate_solutions(fresh, env, completions, progress=False)
+    _, stats = annotate_solutions(fresh, env, completions, progress=False)
     raw = []
     for (pid, node_id), first in first_new.items():
         tree = copies[pid]
@@ -97,20 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     search = config.eval_search.model_copy(update={"prompt_style": "chat", "seed": 5})
     fmt = make_format(search.step_format, search.prompt_style, chat=engine.chat_prompt)
     env = SearchEnv(engine, fmt, search, Sandbox(config.sandbox), Grader(workers=1))
-    solutions = completer_job(env, load_benchmark(args.test, limit=args.problems, seed=0), args.samples)
-    print(f"{len(solutions)} solutions of {args.problems} problems, {args.completions} continuations a step")
-    totals = {"completer": [0, 0.0], "raw": [0, 0.0]}
-    for repeat in range(args.repeats + 1):  # the first pair warms both paths up and is not counted
-        stats, requests = run_completer(env, solutions, args.completions)
-        tokens, seconds = run_raw(engine, requests)
-        print(f"  run {repeat}: completer {stats.generated_tokens} tokens in {stats.seconds:.1f} s "
-              f"({stats.tokens_per_second:.1f} tok/s), raw {tokens} tokens in {seconds:.1f} s "
-              f"({tokens / seconds:.1f} tok/s){' (warm-up)' if repeat == 0 else ''}", flush=True)
-        if repeat:
-            totals["completer"][0] += stats.generated_tokens
-            totals["completer"][1] += stats.seconds
-            totals["raw"][0] += tokens
-            totals["raw"][1] += seconds
+    with env.sandbox, env.grader:
+        solutions = completer_job(env, load_benchmark(args.test, limit=args.problems, seed=0), args.samples)
+        print(f"{len(solutions)} solutions of {args.problems} problems, {args.completions} continuations a step")
+        totals = {"completer": [0, 0.0], "raw": [0, 0.0]}
+        for repeat in range(args.repeats + 1):  # the first pair warms both paths up and is not counted
+            stats, requests = run_completer(env, solutions, args.completions)
+            tokens, seconds = run_raw(engine, requests)
+            print(f"  run {repeat}: completer {stats.generated_tokens} tokens in {stats.seconds:.1f} s "
+                  f"({stats.tokens_per_second:.1f} tok/s, {stats.generate_seconds:.1f} s inside generate), raw "
+                  f"{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tok/s)"
+                  f"{' (warm-up)' if repeat == 0 else ''}", flush=True)
+            if repeat:
+                totals["completer"][0] += stats.generated_tokens
+                totals["completer"][1] += stats.seconds
+                totals["raw"][0] += tokens
+                totals["raw"][1] += seconds
     completer = totals["completer"][0] / totals["completer"][1]
     raw = totals["raw"][0] / totals["raw"][1]
     print(f"completer {completer:.1f} tok/s, raw {raw:.1f} tok/s: ratio {completer / raw:.3f} (target >= 0.9)")

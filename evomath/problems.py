@@ -36,6 +36,11 @@ class BenchmarkSpec:
     generate: Callable[[], list[Problem]] | None = None  # for generated sets (no file)
 
 
+# Held-out demo problems: enough to resolve a few points (a 95% interval of about +-3 points at 1000),
+# and a smaller split is a prefix of this one.
+DEMO_TEST_SIZE = 1000
+
+
 def _demo(split: str, n: int, ops: tuple[int, ...] = (1, 2, 3, 4)) -> Callable[[], list[Problem]]:
     def generate() -> list[Problem]:
         from evomath.demo_data import demo_problems  # generated on first use
@@ -55,7 +60,7 @@ def _demo_ops(name: str) -> BenchmarkSpec | None:
     if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= 4):
         raise InputError(f"benchmark {name!r}: operations must be a range within 1-4, like {base}:1-2")
     ops = tuple(range(int(low), int(high or low) + 1))
-    n = 2000 if base == "demo_train" else 200
+    n = 2000 if base == "demo_train" else DEMO_TEST_SIZE
     return BenchmarkSpec(name, f"{spec.description}, {span} operations", generate=_demo(base[5:], n, ops))
 
 
@@ -69,7 +74,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("aime24", "AIME 2024, 30 problems", "aime24/test.jsonl"),
         BenchmarkSpec("amc23", "AMC 2023, 40 problems", "amc23/test.jsonl"),
         BenchmarkSpec("demo_train", "generated arithmetic word problems, 1-4 operations", generate=_demo("train", 2000)),
-        BenchmarkSpec("demo_test", "held-out generated arithmetic word problems", generate=_demo("test", 200)),
+        BenchmarkSpec("demo_test", "held-out generated arithmetic word problems", generate=_demo("test", DEMO_TEST_SIZE)),
     ]
 }
 

@@ -65,14 +65,14 @@ def test_subset_is_seeded_ordered_and_nested():
 
 def test_demo_benchmarks_registered():
     train, test = load_benchmark("demo_train", limit=50), load_benchmark("demo_test")
-    assert len(train) == 50 and len(test) == 200
+    assert len(train) == 50 and len(test) == 1000
     assert {p.question for p in train}.isdisjoint(p.question for p in test)
     assert {"demo_train", "demo_test"} <= set(BENCHMARKS)
 
 
 def test_demo_benchmarks_restricted_to_operations():
     easy = load_benchmark("demo_test:1-2")
-    assert len(easy) == 200 and {p.meta["ops"] for p in easy} == {1, 2}
+    assert len(easy) == 1000 and {p.meta["ops"] for p in easy} == {1, 2}
     assert {p.meta["ops"] for p in load_benchmark("demo_train:3", limit=20)} == {3}
     assert {p.question for p in load_benchmark("demo_train:1-2")}.isdisjoint(p.question for p in easy)
     for bad in ("demo_test:0-2", "demo_test:2-1", "demo_test:x", "demo_test:1-5"):
