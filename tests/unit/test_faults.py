@@ -63,3 +63,45 @@ def test_every_named_point_is_placed_in_the_code():
                       for p in (REPO / folder).rglob("*.py") if p.name != "faults.py")
     for point in faults.POINTS:
         assert f'fault_point("{point}")' in sources, point
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_a_crash_before_the_rename_leaves_the_old_model_aside_and_a_rerun_puts_a_whole_one_in_place(
+        tmp_path, monkeypatch):
+    from training import model_io
+
+    out = tmp_path / "policy"
+
+    def write(marker: str) -> None:
+        with model_io.staged_model_dir(out, overwrite=True) as stage:
+            (stage / "config.json").write_text(marker)
+
+    write("first")
+
+    def crash(name):
+        if name == "model:before_rename":
+            raise Crash
+
+    monkeypatch.setattr(model_io, "fault_point", crash)
+    with pytest.raises(Crash):
+        write("second")
+    assert not out.exists()  # killed here: the old model is aside, the new one complete in its stage
+    assert (tmp_path / ".policy.partial" / "config.json").read_text() == "second"
+    monkeypatch.setattr(model_io, "fault_point", lambda name: None)
+    write("third")
+    assert (out / "config.json").read_text() == "third"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]  # no stage, no old copy left
+
+
+def test_the_train_step_callback_reaches_its_point_at_every_step_end(monkeypatch):
+    from training import trainer
+
+    hits = []
+    monkeypatch.setattr(faults, "fault_point", hits.append)
+    callback = trainer._fault_callback()
+    callback.on_step_end(None, None, None)
+    callback.on_step_end(None, None, None)
+    assert hits == ["train:step", "train:step"]
