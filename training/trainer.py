@@ -81,6 +81,7 @@ def train(
         staged_model_dir(out_dir, overwrite) as stage,
         tempfile.TemporaryDirectory() as scratch,
     ):
+        seed_everything(config.seed)
         trainer = recipe.build(rows, base, Path(scratch), config, progress, max_steps)
         for callback in callbacks or []:
             trainer.add_callback(callback)
@@ -97,6 +98,16 @@ def train(
     metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
                "lora": config.lora, "out_dir": str(out_dir)}
     return metrics | extra, trainer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch before the trainer is built. TRL's trainers seed before they load
+    the model, but the PRM/PQM and value-head recipes load theirs (with a new head) before a plain
+    transformers Trainer seeds, so the head was drawn from whatever the process did before: a round
+    resumed in a fresh process trained another reward model than the uninterrupted one."""
+    from transformers import set_seed
+
+    set_seed(seed)
 
 
 def _fault_callback():

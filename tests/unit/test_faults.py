@@ -105,3 +105,4 @@ def test_the_train_step_callback_reaches_its_point_at_every_step_end(monkeypatch
     callback.on_step_end(None, None, None)
     callback.on_step_end(None, None, None)
     assert hits == ["train:step", "train:step"]
+
