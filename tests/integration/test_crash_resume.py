@@ -13,7 +13,8 @@ on its final inputs, and the extra rollouts extended exactly the trees generatio
 Equality with A is asserted separately (``test_the_resumed_*``): every request is seeded per (seed,
 problem, rollout, depth), so the trees match unless vLLM's CPU kernels give different logits for a
 different batch (a resumed run has fewer problems in flight); the share of identical trees is
-printed either way (``pytest -s``).
+printed either way (``pytest -s``). EVOMATH_CRASH_TEST_SET (see ``overrides``) takes batch
+composition out of the comparison.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ RUN_TIMEOUT_S = 900
 
 
 def overrides(run_dir: Path) -> list[str]:
-    return ["rounds=1", f"run_dir={run_dir}"]
+    """The tiny config for one round into ``run_dir``, plus EVOMATH_CRASH_TEST_SET's assignments (both
+    runs), e.g. "search.concurrent_problems=1 engine.enable_prefix_caching=false": every batch then
+    holds one problem's requests whether resumed or not, for an exact comparison (slower)."""
+    return ["rounds=1", f"run_dir={run_dir}", *os.environ.get("EVOMATH_CRASH_TEST_SET", "").split()]
 
 
 def context(run_dir: Path) -> stages.RoundContext:
