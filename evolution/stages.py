@@ -17,13 +17,14 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from evomath import engines
 from evomath.config import ExperimentConfig, SearchConfig
-from evomath.files import private_dir, read_jsonl, write_json, write_jsonl
+from evomath.faults import fault_point
+from evomath.files import append_jsonl, private_dir, read_jsonl, read_records, resume_jsonl, write_json, write_jsonl
 from evomath.models import model_fingerprint
 from evomath.plan import MemoryPlan, apply_plan, plan_for
 from evomath.problems import Problem, load_benchmark
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # both name these, so a file is spelled once.
 TREES = "trees.jsonl"  # MCTS trees, appended as each finishes
 TREES_FINAL = "trees-final.jsonl"  # the same with the hard problems' extra rollouts
+TREES_EXTRA = "trees-final.partial.jsonl"  # extra_rollouts' trees as each finishes (resume; removed at the end)
 BUCKETS = "buckets.jsonl"
 SFT_DATA = "sft.jsonl"
 PAIRS = "pairs.jsonl"  # PPM and ORM training pairs
@@ -176,13 +178,9 @@ def engine_config(config: ExperimentConfig):
 
 
 @contextmanager
-def _search_env(ctx: RoundContext, active: bool = True) -> Iterator[SearchEnv | None]:
+def _search_env(ctx: RoundContext) -> Iterator[SearchEnv]:
     """The round's search environment: the shared engine on the round's policy, the round's step
-    format and search settings, a sandbox, a grader and the PPM; closed when the search is done.
-    ``active=False``: nothing to search, so no engine is started (None)."""
-    if not active:
-        yield None
-        return
+    format and search settings, a sandbox, a grader and the PPM; closed when the search is done."""
     from evomath.grading import Grader
     from evomath.sandbox import Sandbox
 
@@ -213,6 +211,7 @@ def generate(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
         count += 1
         if on_progress:
             on_progress(count, len(problems))
+        fault_point("generate:tree")
 
     start = time.perf_counter()
     stats = startup = None
@@ -261,40 +260,105 @@ def _recover_trees(path: Path, key: str) -> dict[str, Tree]:
     trees = {t.problem_id: t for t in read_trees(path, tolerate_torn_tail=True)}
     stale = sum(t.meta.get(GENERATION_KEY) != key for t in trees.values())
     if stale:
-        aside = next(a for i in itertools.count()
-                     if not (a := path.with_name(path.name + (f".stale.{i}" if i else ".stale"))).exists())
+        aside = _move_aside(path)
         log.warning("%s: %d of %d trees were made with other settings or models; moved to %s, starting afresh",
                     path, stale, len(trees), aside)
-        os.replace(path, aside)
         return {}
     write_trees(path, trees.values())
     return trees
 
 
-def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
-    """More rollouts with new seeds for hard problems (rStar: 16, and 64 then 128 in round 4)."""
-    from evomath.search import SearchStats, mcts
-    from training.buckets import hard_problem_ids
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` to the first free ``<name>.stale``, ``<name>.stale.1``, ... (nothing is deleted)."""
+    aside = next(a for i in itertools.count()
+                 if not (a := path.with_name(path.name + (f".stale.{i}" if i else ".stale"))).exists())
+    os.replace(path, aside)
+    return aside
 
-    trees = list(read_trees(ctx.path(TREES)))
+
+def extra_rollouts_key(ctx: RoundContext, schedule: list[int]) -> str:
+    """What the extra rollouts continue from and with: the generation's settings and models, the
+    schedule, and trees.jsonl's content. Saved partial work under another key is not continued."""
+    parts = [generation_key(ctx), schedule, _file_hash(ctx.path(TREES))]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+_EXTRA_ROW = {"key": str, "attempt": int, "tree": dict}
+
+
+def _recover_extra(path: Path, key: str) -> dict[str, tuple[int, Tree]]:
+    """Per problem, the last attempt an interrupted ``extra_rollouts`` saved and the tree after it;
+    a torn last line is cut off. Rows under another key are moved aside (``<name>.stale``)."""
+    if not path.exists():
+        return {}
+    resume_jsonl(path)  # the stage's own appends: a crash may have torn the last line
+    rows = list(read_records(path, _EXTRA_ROW))
+    stale = sum(row["key"] != key for _, row in rows)
+    if stale:
+        aside = _move_aside(path)
+        log.warning("%s: %d of %d saved trees were extended from other trees, settings or models; moved to %s, "
+                    "starting afresh", path, stale, len(rows), aside)
+        return {}
+    saved: dict[str, tuple[int, Tree]] = {}
+    for where, row in rows:
+        tree = Tree.from_dict(row["tree"], where)
+        if row["attempt"] >= saved.get(tree.problem_id, (0, None))[0]:
+            saved[tree.problem_id] = (row["attempt"], tree)
+    return saved
+
+
+def extra_rollouts(ctx: RoundContext, on_progress: ProgressFn | None = None) -> dict:
+    """More rollouts with new seeds for hard problems (rStar: 16, and 64 then 128 in round 4).
+
+    Attempt ``i`` of the schedule gives every problem still hard after attempt ``i - 1`` its
+    rollouts. Each tree is appended to ``trees-final.partial.jsonl`` the moment its search ends, so
+    a rerun after a crash extends only the trees that attempt had not finished; since every
+    request's seed comes from (seed, problem, rollout, depth), the result is the uninterrupted
+    run's. trees-final.jsonl is written atomically at the end and the partial file removed."""
+    from evomath.search import SearchStats, mcts
+    from training.buckets import bucket_of, hard_problem_ids
+
+    generated = list(read_trees(ctx.path(TREES)))
+    hard_before = len(hard_problem_ids(generated))  # before the search below extends these trees in place
     schedule = ctx.config.hard_extra_rollouts.get(ctx.round, [])
     by_id = {p.id: p for p in training_problems(ctx.config)}
-    hard_before = len(hard_problem_ids(trees))
-    hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
-    stats, began = SearchStats(), time.perf_counter()
-    with _search_env(ctx, active=bool(hard and schedule)) as env:
-        startup = time.perf_counter() - began
+    partial = ctx.path(TREES_EXTRA)
+    key = extra_rollouts_key(ctx, schedule)
+    saved = _recover_extra(partial, key)
+    attempt_of = {pid: attempt for pid, (attempt, _) in saved.items()}  # the last attempt that extended it
+    trees = [saved[t.problem_id][1] if t.problem_id in saved else t for t in generated]
+    stats, startup = SearchStats(), 0.0
+    with ExitStack() as stack:
+        env = None
         for attempt, rollouts in enumerate(schedule, 1):
-            hard = [t for t in trees if t.problem_id in set(hard_problem_ids(trees))]
+            hard = [t for t in trees if bucket_of(t) == "hard"]
             if not hard or rollouts <= 0:
                 break
+            # Trees this attempt saved before a crash are not extended again (the ones it rescued
+            # are no longer hard; the rest of the hard ones are unchanged since attempt - 1).
+            todo = [t for t in hard if attempt_of.get(t.problem_id, 0) < attempt]
+            if not todo:
+                continue
+            if env is None:
+                began = time.perf_counter()
+                env = stack.enter_context(_search_env(ctx))
+                startup = time.perf_counter() - began
+
+            def save(tree: Tree, attempt: int = attempt) -> None:
+                append_jsonl(partial, [{"key": key, "attempt": attempt, "tree": tree.to_dict()}])
+                attempt_of[tree.problem_id] = attempt
+                fault_point("extra_rollouts:tree")
+
             # A continued tree keeps counting: it gets ``rollouts`` more on top of what it had.
             extra = env.with_config(seed=env.config.seed + 100 * attempt, rollouts=rollouts)
-            stats.add(mcts([by_id[t.problem_id] for t in hard], extra, trees=hard, progress=True)[1])
+            stats.add(mcts([by_id[t.problem_id] for t in todo], extra, trees=todo, on_tree_done=save,
+                           progress=True)[1])
     write_trees(ctx.path(TREES_FINAL), trees)
+    partial.unlink(missing_ok=True)
     hard_after = len(hard_problem_ids(trees))
     return {"hard_before": hard_before, "hard_after": hard_after, "rescued": hard_before - hard_after,
-            "generated_tokens": stats.generated_tokens, "seconds_startup": startup} | stats.time_split() | {
+            "resumed_trees": len(saved), "generated_tokens": stats.generated_tokens,
+            "seconds_startup": startup} | stats.time_split() | {
             "artifacts": {"trees_final": str(ctx.path(TREES_FINAL))}}
 
 
@@ -536,6 +600,7 @@ def run_stage(ctx: RoundContext, stage: str, **kwargs) -> dict:
     metrics = REGISTRY[stage].run(ctx, **kwargs)
     metrics["stage_seconds"] = time.perf_counter() - start
     write_json(stage_record(ctx.dir, stage), {"stage": stage, "key": key, "metrics": metrics})
+    fault_point("stage:done")
     return metrics
 
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from evomath.faults import fault_point
 from evomath.files import read_records
 from training import TrainingInputError
 
@@ -88,6 +89,7 @@ def _replace_dir(stage: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if out.exists():
         out.rename(old)
+    fault_point("model:before_rename")  # the crash test: complete in stage, out moved aside
     stage.rename(out)
     shutil.rmtree(old, ignore_errors=True)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evomath import faults
 from training import TrainingInputError
 from training.model_io import (
     base_dtype,
@@ -80,9 +81,12 @@ def train(
         staged_model_dir(out_dir, overwrite) as stage,
         tempfile.TemporaryDirectory() as scratch,
     ):
+        seed_everything(config.seed)
         trainer = recipe.build(rows, base, Path(scratch), config, progress, max_steps)
         for callback in callbacks or []:
             trainer.add_callback(callback)
+        if faults.armed("train:step"):
+            trainer.add_callback(_fault_callback())
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
@@ -94,6 +98,27 @@ def train(
     metrics = {"train_loss": result.training_loss, "steps": result.global_step, "seconds": seconds,
                "lora": config.lora, "out_dir": str(out_dir)}
     return metrics | extra, trainer
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch before the trainer is built. TRL's trainers seed before they load
+    the model, but the PRM/PQM and value-head recipes load theirs (with a new head) before a plain
+    transformers Trainer seeds, so the head was drawn from whatever the process did before: a round
+    resumed in a fresh process trained another reward model than the uninterrupted one."""
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+def _fault_callback():
+    """A transformers callback that reaches the ``train:step`` fault point after every optimizer step."""
+    from transformers import TrainerCallback
+
+    class FaultAtStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            faults.fault_point("train:step")
+
+    return FaultAtStep()
 
 
 def save_trained(recipe: Recipe, trainer, base: Path, stage: Path, scratch: Path, lora: bool) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from evolution import stages
 from evomath.config import ExperimentConfig
-from evomath.files import write_json, write_jsonl
+from evomath.files import read_jsonl, write_json, write_jsonl
 from evomath.tree import Tree, append_trees, read_trees
 
 
@@ -104,3 +106,197 @@ def test_run_directories_are_private(tmp_path):
     stages.base_context(cfg)
     for directory in (tmp_path / "fresh", tmp_path / "fresh" / "runs", stages.experiment_dir(cfg)):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+# ---------------------------------------------------------------- generation and extra rollouts without an engine
+
+
+class SeededBackend:
+    """Each completion a function of the request's prompt and seed only, as a seeded engine's would
+    be: the first step is a step, later ones a step, a right answer (1 in 10) or a wrong one."""
+
+    def __init__(self):
+        self.questions: list[str] = []
+
+    def generate(self, requests, progress=False):
+        import random
+
+        from evomath.backends.base import Completion, GenerationResult
+
+        results = []
+        for req in requests:
+            self.questions.append(req.prompt.split("\n")[0][3:])
+            rng = random.Random(f"{req.seed}:{req.prompt}")
+            first = req.prompt.count("\n") == 1
+            texts = [f"step {rng.randrange(6)}" if (x := rng.random()) < 0.4 or first else
+                     "\\boxed{7}" if x < 0.5 else "\\boxed{3}" for _ in range(req.n)]
+            results.append(GenerationResult([Completion(t, 3, "stop") for t in texts], len(req.prompt)))
+        return results
+
+
+class ExactGrader:
+    def grade_many(self, pairs):
+        return [pred == gold for pred, gold in pairs]
+
+
+class Crash(BaseException):
+    """What a fault point raises here instead of killing the test process."""
+
+
+def fake_round(tmp_path, monkeypatch, name: str, schedule=(2, 3), problems: int = 8):
+    """A round context whose search runs on ``SeededBackend`` (no engine, no sandbox)."""
+    from contextlib import contextmanager
+
+    from search_fakes import FakeFormat
+
+    from evomath.problems import Problem
+    from evomath.search import SearchEnv
+
+    backend = SeededBackend()
+
+    @contextmanager
+    def fake_env(ctx):
+        yield SearchEnv(backend, FakeFormat(), stages.round_search_config(ctx), None, ExactGrader())
+
+    monkeypatch.setattr(stages, "_search_env", fake_env)
+    monkeypatch.setattr(stages, "training_problems",
+                        lambda config: [Problem(f"p{i}", f"q{i}", "7") for i in range(problems)])
+    policy = tmp_path / "policy"
+    if not policy.exists():
+        _fake_model(policy)
+    cfg = config(tmp_path / name, search={"rollouts": 2, "n_candidates": 2, "max_depth": 3},
+                 hard_extra_rollouts={1: list(schedule)})
+    return stages.round_context(cfg, 1, policy=str(policy)), backend
+
+
+def crash_at(monkeypatch, point: str, n: int) -> None:
+    hits = []
+
+    def fault_point(name):
+        if name == point:
+            hits.append(name)
+            if len(hits) == n:
+                raise Crash(f"{point}:{n}")
+
+    monkeypatch.setattr(stages, "fault_point", fault_point)
+
+
+def comparable(path: Path) -> list[dict]:
+    """Trees as dicts without the wall time their meta records."""
+    return [{**t.to_dict(), "meta": {k: v for k, v in t.meta.items() if k != "seconds"}} for t in read_trees(path)]
+
+
+def record_searches(monkeypatch) -> dict[int, list[str]]:
+    """The problems each extra attempt searches, by attempt (from the seed it searches with)."""
+    import evomath.search
+
+    searched: dict[int, list[str]] = {}
+    real = evomath.search.mcts
+
+    def mcts(problems, env, **kwargs):
+        attempt = (env.config.seed - 1000) // 100  # round 1 searches with seed 1000, attempt a with + 100 a
+        searched.setdefault(attempt, []).extend(p.id for p in problems)
+        return real(problems, env, **kwargs)
+
+    monkeypatch.setattr(evomath.search, "mcts", mcts)
+    return searched
+
+
+@pytest.fixture
+def uninterrupted(tmp_path, monkeypatch):
+    ctx, _ = fake_round(tmp_path, monkeypatch, "whole")
+    stages.generate(ctx)
+    searched = record_searches(monkeypatch)
+    metrics = stages.extra_rollouts(ctx)
+    monkeypatch.undo()
+    return ctx, metrics, searched
+
+
+def test_the_fake_round_has_hard_problems_that_extra_rollouts_rescue_over_two_attempts(uninterrupted):
+    ctx, metrics, searched = uninterrupted
+    assert metrics["hard_before"] >= 3 and metrics["rescued"] >= 1 and metrics["hard_after"] >= 1, metrics
+    seeds = {len(t.meta["seeds"]) for t in read_trees(ctx.path(stages.TREES_FINAL))}
+    assert seeds == {1, 2, 3}  # untouched, extended once (then rescued), extended twice
+    assert not ctx.path(stages.TREES_EXTRA).exists() and metrics["resumed_trees"] == 0
+    assert len(searched[1]) == metrics["hard_before"] > len(searched[2]) == metrics["hard_after"]
+
+
+def saves_in(ctx) -> int:
+    """How many times an uninterrupted extra_rollouts saves a tree (every attempt's hard trees)."""
+    return sum(len(t.meta["seeds"]) - 1 for t in read_trees(ctx.path(stages.TREES_FINAL)))
+
+
+@pytest.mark.parametrize("crash", range(1, 6))
+def test_extra_rollouts_resume_after_a_crash_as_if_never_interrupted(uninterrupted, tmp_path, monkeypatch, crash):
+    """Killed after the crash-th saved tree, then run again: the trees are the uninterrupted run's,
+    and the rerun searches only what no attempt had saved."""
+    whole, whole_metrics, whole_searched = uninterrupted
+    if crash > saves_in(whole):
+        pytest.skip(f"the fake round saves {saves_in(whole)} trees")
+    ctx, backend = fake_round(tmp_path, monkeypatch, "crashed")
+    stages.generate(ctx)
+    assert comparable(ctx.path(stages.TREES)) == comparable(whole.path(stages.TREES))
+    crash_at(monkeypatch, "extra_rollouts:tree", crash)
+    with pytest.raises(Crash):
+        stages.extra_rollouts(ctx)
+    partial = ctx.path(stages.TREES_EXTRA)
+    saved = {(row["attempt"], row["tree"]["problem_id"]) for row in read_jsonl(partial)}
+    assert len(saved) == crash and not ctx.path(stages.TREES_FINAL).exists()
+    with partial.open("a") as fh:
+        fh.write('{"key": "torn')  # a crash in the middle of the next append
+    backend.questions.clear()
+    monkeypatch.setattr(stages, "fault_point", lambda name: None)
+    searched = record_searches(monkeypatch)
+    metrics = stages.extra_rollouts(ctx)
+    assert comparable(ctx.path(stages.TREES_FINAL)) == comparable(whole.path(stages.TREES_FINAL))
+    assert not partial.exists() and not list(ctx.dir.glob("*.stale*"))
+    assert metrics["resumed_trees"] == len({pid for _, pid in saved})
+    assert metrics["hard_before"] == whole_metrics["hard_before"]
+    assert metrics["hard_after"] == whole_metrics["hard_after"]
+    for attempt, problems in whole_searched.items():
+        again = searched.get(attempt, [])
+        assert not {(attempt, pid) for pid in again} & saved  # nothing saved is extended again
+        assert sorted(again + [pid for a, pid in saved if a == attempt]) == sorted(problems)
+    if crash == saves_in(whole):  # every tree was saved: nothing is searched again, no engine started
+        assert backend.questions == [] and metrics["generated_tokens"] == 0
+
+
+def test_extra_rollouts_do_not_continue_trees_extended_from_other_trees(tmp_path, monkeypatch):
+    ctx, backend = fake_round(tmp_path, monkeypatch, "stale")
+    stages.generate(ctx)
+    crash_at(monkeypatch, "extra_rollouts:tree", 2)
+    with pytest.raises(Crash):
+        stages.extra_rollouts(ctx)
+    saved = ctx.path(stages.TREES_EXTRA).read_text()
+    # trees.jsonl generated again (another policy, say): the saved extensions are not continued
+    trees = list(read_trees(ctx.path(stages.TREES)))
+    trees[0].meta["seconds"] += 1.0
+    stages.write_trees(ctx.path(stages.TREES), trees)
+    monkeypatch.setattr(stages, "fault_point", lambda name: None)
+    assert stages.extra_rollouts(ctx)["resumed_trees"] == 0
+    assert ctx.path(stages.TREES_EXTRA + ".stale").read_text() == saved  # kept aside, not deleted
+    assert not ctx.path(stages.TREES_EXTRA).exists()
+
+
+def test_generation_resumes_after_a_crash_at_its_fault_point(tmp_path, monkeypatch):
+    whole, _ = fake_round(tmp_path, monkeypatch, "whole")
+    stages.generate(whole)
+    ctx, backend = fake_round(tmp_path, monkeypatch, "crashed")
+    crash_at(monkeypatch, "generate:tree", 3)
+    with pytest.raises(Crash):
+        stages.generate(ctx)
+    assert len(list(read_trees(ctx.path(stages.TREES)))) == 3
+    monkeypatch.setattr(stages, "fault_point", lambda name: None)
+    assert stages.generate(ctx)["resumed_problems"] == 3
+    by_id = lambda path: sorted(comparable(path), key=lambda t: t["problem_id"])  # noqa: E731
+    assert by_id(ctx.path(stages.TREES)) == by_id(whole.path(stages.TREES))
+
+
+def test_a_stage_reaches_its_fault_point_after_its_record_only(tmp_path, monkeypatch):
+    ctx = stages.round_context(config(tmp_path), 1, policy="p")
+    write_jsonl(ctx.path(stages.TREES_FINAL), [_tree("a", "k").to_dict()])
+    crash_at(monkeypatch, "stage:done", 1)
+    with pytest.raises(Crash):
+        stages.run_stage(ctx, "bucket")
+    assert stages.finished_stage(ctx, "bucket") is not None
+    assert stages.run_stage(ctx, "bucket")["problems"] == 1  # recorded: not run again, no fault point
