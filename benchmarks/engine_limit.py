@@ -10,7 +10,8 @@
    point of that curve.
 2. The search: round 1's MCTS exactly as the generate stage runs it (the config's search section at
    the bootstrap temperature) on round-sized jobs: ``demo40`` is the demo's 40 training problems,
-   ``demo160`` four times as many; ``demo40x8`` the 40 problems at 8 rollouts x 8 candidates.
+   ``demo160`` four times as many; ``demo40x8`` the 40 problems at 8 rollouts x 8 candidates;
+   ``-parallel``: as many rollouts of a tree in flight as fill the batch (virtual loss).
    Printed: its generated tokens/s over the search's wall time and as a fraction of the peak
    (target >= 0.8), where the wall time went (inside ``LLM.generate``, grading, the rest of the
    search loop), how full the engine's batches were, and vLLM's prefix-cache hit rate (tokens of
@@ -45,6 +46,10 @@ JOBS = {
     "demo40": dict(problems=40),
     "demo160": dict(problems=160),
     "demo40x8": dict(problems=40, rollouts=8, n_candidates=8),
+    # rollouts in flight per tree with virtual loss, as many as fill the batch (a departure from
+    # rStar's one rollout at a time per tree; mcts(parallel_rollouts=None))
+    "demo40-parallel": dict(problems=40, parallel_rollouts=None),
+    "demo160-parallel": dict(problems=160, parallel_rollouts=None),
 }
 
 
@@ -105,7 +110,7 @@ class TimedGrader:
             self.seconds += time.perf_counter() - start
 
 
-def run_job(name: str, backend, config, **job) -> dict:
+def run_job(name: str, backend, config, parallel_rollouts: int | None = 1, **job) -> dict:
     from evomath.formats import make_format
     from evomath.grading import Grader
     from evomath.sandbox import Sandbox
@@ -118,7 +123,8 @@ def run_job(name: str, backend, config, **job) -> dict:
     before_cache, before_load = prefix_cache(backend.llm), load()
     with Sandbox(config.sandbox) as sandbox, Grader(workers=1) as inner, OtherCPU() as other:
         grader = TimedGrader(inner)
-        trees, stats = mcts(problems, SearchEnv(backend, fmt, search, sandbox, grader), progress=False)
+        trees, stats = mcts(problems, SearchEnv(backend, fmt, search, sandbox, grader), progress=False,
+                             parallel_rollouts=parallel_rollouts)
     meter.detach()
     calls = meter.calls
     totals = meter.totals()
