@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from evomath.config import EngineConfig, PPMConfig, SFTConfig
-from evomath.files import write_jsonl
+from evomath.files import ArtifactError, write_jsonl
 from evomath.scoring import NotARewardModelError, is_ppm_dir, load_scorer, ppm_text
 from evomath.tree import Tree, write_trees
 from training import TrainingInputError
@@ -140,7 +140,7 @@ def test_training_refuses_bad_input_with_one_line_and_leaves_nothing(data, tmp_p
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(TrainingInputError, match="is empty: nothing to train on"):
         train_ppm(tmp_path / "empty.jsonl", base, tmp_path / "out", PPM)
-    with pytest.raises(TrainingInputError, match="lacks text field"):
+    with pytest.raises(ArtifactError, match=r"pairs\.jsonl:1: completion: missing"):
         train_sft(data / "pairs.jsonl", base, tmp_path / "out", SFT)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")

@@ -98,7 +98,7 @@ def test_ui_screenshots(services, tmp_path):
     # the link `make demo` prints: the runs as charts, not MLflow 3's GenAI overview of traces
     assert tracker.client.get_experiment(tracker.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     dom = _render(chromium, tracker.experiment_url(), out / "mlflow-experiment-charts.png", tmp_path / "mlflow-charts")
-    assert "round-2" in dom and "No data available" not in dom
+    assert "No data available" not in dom  # (the charts are canvases: run names are not in the DOM)
 
     ids = deploy(where.prefect_api, REPO / "configs" / "tiny.yaml")
     with temporary_settings({PREFECT_API_URL: where.prefect_api}), get_client(sync_client=True) as client:
