@@ -13,11 +13,14 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
    labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free), and
    AlphaMath's value head (trained jointly with SFT on the trees' best solutions).
 4. **Evaluation**: ``--k`` samples per test problem (held out: ``--test``), scored once by every
-   verifier: maj@k, pass@k, and each one's best-of-k (weakest step and last step) and weighted vote;
-   accuracy with a Wilson interval, each method minus maj@k with a paired bootstrap interval.
+   verifier (cached in ``scores.json``): maj@k, pass@k, and each one's best-of-k (weakest step and
+   last step), weighted vote, and filtered vote (the majority among the samples its step rule does not
+   flag); accuracy with a Wilson interval, each method minus maj@k with a paired bootstrap interval.
 5. **Step level** (ProcessBench): the exact step checker of the demo generator labels the first wrong
    step of every sample; a verifier predicts it as its first step scored below 0 (a PRM's p < 1/2),
-   or none; F1 is the harmonic mean of its accuracy on erroneous and on correct samples.
+   or, cross-fitted over two halves of the problems, below a threshold or falling by more than a
+   drop fit on the other half (evaluation/steps.py); F1 is the harmonic mean of its accuracy on
+   erroneous and on correct samples.
 
 Writes ``report.json`` and prints the tables. The step level needs demo problems (their known values).
 """
@@ -165,24 +168,56 @@ def test_samples(args, config, engine) -> Path:
     return out
 
 
-def verdicts(args, samples: Path, dirs: dict[str, Path]) -> dict:
-    """Every method's per-problem outcome on the same samples, and every verifier's step scores."""
-    from evaluation.methods import Sampled, parse_method
-    from evaluation.runs import Run, score_chains
+def step_scores(args, trees, dirs: dict[str, Path]) -> tuple[dict[str, list[dict[int, float]]], dict[str, float]]:
+    """Every verifier's score of every step of every answered sample, cached in ``scores.json``
+    (scoring is the slow part: about 5 minutes a verifier for 2,048 samples on 2 cores)."""
+    from evaluation.runs import score_chains
+    from evomath.files import write_json
     from evomath.scoring import load_scorer
-    from evomath.tree import read_trees
 
-    trees = list(read_trees(samples))
-    run = Run("samples", [[t] for t in trees], samples=args.k)
-    for name, path in dirs.items():
-        scorer = load_scorer(path, kind="prm" if name == "prm-trees" else name)
+    path = args.work / "scores.json"
+    cached = json.loads(path.read_text()) if path.exists() else {"scores": {}, "seconds": {}}
+    for name, directory in dirs.items():
+        if name in cached["scores"]:
+            continue
+        print(f"== score the samples with {name}", flush=True)
+        scorer = load_scorer(directory, kind="prm" if name == "prm-trees" else name)
         began = time.perf_counter()
-        run.step_scores[name] = score_chains(trees, scorer)
-        run.scoring_seconds[name] = time.perf_counter() - began
+        cached["scores"][name] = [{str(k): v for k, v in per.items()} for per in score_chains(trees, scorer)]
+        cached["seconds"][name] = time.perf_counter() - began
         scorer.close()
+        write_json(path, cached)
+    scores = {name: [{int(k): v for k, v in per.items()} for per in cached["scores"][name]] for name in dirs}
+    return scores, {name: cached["seconds"][name] for name in dirs}
+
+
+def step_cases(args, trees, scores: dict[str, list[dict[int, float]]]) -> dict[str, list]:
+    """Per verifier, one StepCase per answered sample: its step scores and the exact first wrong step."""
+    from evaluation.select import chains, is_answer
+    from evaluation.steps import StepCase
+    from evomath.demo_data import first_error
+    from evomath.problems import load_benchmark
+
+    problems = {p.id: p for p in load_benchmark(args.test, limit=args.test_problems, seed=0)}
+    answered = [(i, chain) for i, tree in enumerate(trees) for chain in chains(tree) if is_answer(chain[-1])]
+    truths = [first_error(problems[trees[i].problem_id], [n.text for n in chain]) for i, chain in answered]
+    return {name: [StepCase(trees[i].problem_id, tuple(per[i][n.id] for n in chain if n.id in per[i]), truth)
+                   for (i, chain), truth in zip(answered, truths, strict=True)]
+            for name, per in scores.items()}
+
+
+def verdicts(args, trees, scores: dict[str, list[dict[int, float]]], cases: dict[str, list]) -> dict[str, list[bool]]:
+    """Every method's per-problem outcome on the same samples. The filtered votes drop the samples
+    a verifier's cross-fitted step rule flags (the rule fit on the other half of the problems)."""
+    from evaluation.methods import Sampled, parse_method
+    from evaluation.runs import Run
+    from evaluation.select import chains, is_answer, solution
+    from evaluation.steps import RULES, cross_fitted_rules, filtered_vote
+
+    run = Run("samples", [[t] for t in trees], samples=args.k, step_scores=scores)
     k = args.k
     methods = [parse_method(f"maj@{k}"), parse_method(f"pass@{k}")]
-    for name in dirs:
+    for name in scores:
         methods += [Sampled(f"{name}-bon@{k}", f"{name}-bon", k=k, rm=name),
                     Sampled(f"{name}-bon-last@{k}", f"{name}-bon", k=k, agg="last", rm=name),
                     Sampled(f"{name}-vote@{k}", f"{name}-vote", k=k, rm=name)]
@@ -190,44 +225,39 @@ def verdicts(args, samples: Path, dirs: dict[str, Path]) -> dict:
     for method in methods:
         outcomes[method.name] = [bool(c.selected and c.selected.correct)
                                  for c, _ in (method.choose(run, i) for i in range(len(trees)))]
-    return {"trees": trees, "run": run, "outcomes": outcomes}
+    for name in scores:
+        for rule_name in RULES:
+            rules = cross_fitted_rules(cases[name], rule_name, seed=args.seed)
+            picks = []
+            for i, tree in enumerate(trees):
+                candidates = [solution(tree, chain[-1], step_scores=scores[name][i])
+                              for chain in chains(tree)[:k] if is_answer(chain[-1])]
+                rule = rules.get(tree.problem_id)
+                chosen = filtered_vote(candidates, rule) if rule else None
+                picks.append(bool(chosen and chosen.correct))
+            outcomes[f"{name}-filter-{rule_name}@{k}"] = picks
+    return outcomes
 
 
-def step_level(args, trees, run, names) -> dict[str, dict]:
-    """ProcessBench's F1 of each verifier against the exact first wrong step of every answered sample."""
-    from evaluation.select import chains, is_answer
-    from evomath.demo_data import first_error
-    from evomath.problems import load_benchmark
+def step_level(args, cases: dict[str, list]) -> dict[str, dict]:
+    """ProcessBench's F1 of each verifier: at the fixed cut (score < 0, a PRM's p < 1/2) and with
+    each rule cross-fitted over halves of the problems (evaluation/steps.py)."""
+    from dataclasses import asdict
 
-    problems = {p.id: p for p in load_benchmark(args.test, limit=args.test_problems, seed=0)}
+    from evaluation.steps import RULES, Rule, cross_fitted_score, step_score
+
     out = {}
-    for name in names:
-        erroneous = correct = hit_err = hit_ok = 0
-        for i, tree in enumerate(trees):
-            for chain in chains(tree):
-                if not is_answer(chain[-1]):
-                    continue
-                truth = first_error(problems[tree.problem_id], [n.text for n in chain])
-                scores = [run.step_scores[name][i].get(n.id) for n in chain]
-                predicted = next((j for j, s in enumerate(scores) if s is not None and s < 0), None)
-                if truth is None:
-                    correct += 1
-                    hit_ok += predicted is None
-                else:
-                    erroneous += 1
-                    hit_err += predicted == truth
-        acc_err = hit_err / erroneous if erroneous else 0.0
-        acc_ok = hit_ok / correct if correct else 0.0
-        f1 = 2 * acc_err * acc_ok / (acc_err + acc_ok) if acc_err + acc_ok else 0.0
-        out[name] = {"f1": f1, "erroneous_accuracy": acc_err, "correct_accuracy": acc_ok,
-                     "erroneous_samples": erroneous, "correct_samples": correct}
+    for name, per in cases.items():
+        out[name] = {"fixed": asdict(step_score(per, Rule("threshold", 0.0).predict))}
+        for rule_name in RULES:
+            score, rules = cross_fitted_score(per, rule_name, seed=args.seed)
+            out[name][rule_name] = asdict(score) | {"cuts": [round(r.cut, 4) for r in rules]}
     return out
 
 
-def report(args, result: dict, steps: dict, timings: dict) -> dict:
+def report(args, outcomes: dict[str, list[bool]], steps: dict, timings: dict) -> dict:
     from evaluation.stats import accuracy_interval, paired_bootstrap
 
-    outcomes = result["outcomes"]
     base = outcomes[f"maj@{args.k}"]
     rows = []
     for name, correct in outcomes.items():
@@ -239,10 +269,13 @@ def report(args, result: dict, steps: dict, timings: dict) -> dict:
     print(f"\n{len(base)} test problems, {args.k} samples each (the same for every method)")
     for row in rows:
         print(f"  {row['method']:24s} {row['accuracy']:24s} {row.get('minus_maj', '')}")
-    print("\nstep level (ProcessBench F1 against the exact checker; threshold: score < 0)")
-    for name, s in steps.items():
-        print(f"  {name:12s} F1 {100 * s['f1']:5.1f}  erroneous {100 * s['erroneous_accuracy']:5.1f}% of "
-              f"{s['erroneous_samples']}  correct {100 * s['correct_accuracy']:5.1f}% of {s['correct_samples']}")
+    print("\nstep level (ProcessBench F1 against the exact checker; fixed: score < 0; threshold / drop: "
+          "the cut fit on the other half of the problems)")
+    for name, by_rule in steps.items():
+        for rule, s in by_rule.items():
+            print(f"  {name:12s} {rule:9s} F1 {100 * s['f1']:5.1f}  erroneous {100 * s['erroneous_accuracy']:5.1f}% "
+                  f"of {s['erroneous_samples']}  correct {100 * s['correct_accuracy']:5.1f}% of {s['correct_samples']}"
+                  + (f"  cuts {s['cuts']}" if "cuts" in s else ""))
     data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "seconds": timings}
     (args.work / "report.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
@@ -263,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--verifiers", default=",".join(VERIFIERS))
+    parser.add_argument("--seed", type=int, default=0, help="how problems are split into the cross-fitting halves")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
     args.verifiers = [v for v in args.verifiers.split(",") if v]
@@ -270,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     from evomath import engines
     from evomath.config import apply_overrides, load_config
     from evomath.models import resolve_model
+    from evomath.tree import read_trees
 
     config = apply_overrides(load_config(args.config), args.overrides)
     args.policy = args.policy or config.policy
@@ -286,11 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     dirs = train_verifiers(args, config, trees, notes, policy_dir)
     timings["training"] = time.perf_counter() - began
-    began = time.perf_counter()
-    result = verdicts(args, samples, dirs)
-    timings["scoring"] = time.perf_counter() - began
-    steps = step_level(args, result["trees"], result["run"], list(dirs))
-    report(args, result, steps, timings | {"per_verifier_scoring": result["run"].scoring_seconds})
+    test_trees = list(read_trees(samples))
+    scores, timings["per_verifier_scoring"] = step_scores(args, test_trees, dirs)
+    cases = step_cases(args, test_trees, scores)
+    report(args, verdicts(args, test_trees, scores, cases), step_level(args, cases), timings)
     return 0
 
 
