@@ -11,7 +11,8 @@
 2. The search: round 1's MCTS exactly as the generate stage runs it (the config's search section at
    the bootstrap temperature) on round-sized jobs: ``demo40`` is the demo's 40 training problems,
    ``demo160`` four times as many; ``demo40x8`` the 40 problems at 8 rollouts x 8 candidates;
-   ``-parallel``: as many rollouts of a tree in flight as fill the batch (virtual loss).
+   ``-parallel``: as many rollouts of a tree in flight as fill the batch (virtual loss); ``-waves``:
+   the engine fed in lock-step waves (``feed: waves``) instead of continuously (the default).
    Printed: its generated tokens/s over the search's wall time and as a fraction of the peak
    (target >= 0.8), where the wall time went (inside ``LLM.generate``, grading, the rest of the
    search loop), how full the engine's batches were, and vLLM's prefix-cache hit rate (tokens of
@@ -51,6 +52,44 @@ JOBS = {
     "demo40-parallel": dict(problems=40, parallel_rollouts=None),
     "demo160-parallel": dict(problems=160, parallel_rollouts=None),
 }
+# each job also in lock-step waves (every tree waits for the whole batch), the feed before streams
+JOBS |= {f"{name}-waves": job | {"feed": "waves"} for name, job in JOBS.items()}
+
+
+class StreamMeter:
+    """Wraps a backend's ``stream``: each poll's wall time and the sequences in flight during it
+    (submitted minus finished), so a continuously fed engine's fullness is measured like a batch's."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.polls = backend, []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def stream(self):
+        inner, meter = self.backend.stream(), self
+        in_flight = 0
+
+        class Metered:
+            def submit(self, requests):
+                nonlocal in_flight
+                in_flight += sum(r.n for r in requests)
+                return inner.submit(requests)
+
+            def poll(self):
+                nonlocal in_flight
+                start, during = time.perf_counter(), in_flight
+                done = inner.poll()
+                in_flight -= sum(max(1, len(r.completions)) for _, r in done)
+                meter.polls.append((time.perf_counter() - start, during))
+                return done
+
+        return Metered()
+
+    def in_flight(self) -> float:
+        """Sequences on the engine, time-weighted over the polls."""
+        total = sum(seconds for seconds, _ in self.polls)
+        return sum(seconds * n for seconds, n in self.polls) / total if total else 0.0
 
 
 def round_one(config, problems: int, **search):
@@ -119,24 +158,25 @@ def run_job(name: str, backend, config, parallel_rollouts: int | None = 1, **job
     search, problems = round_one(config, **job)
     fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
     backend.llm.reset_prefix_cache()  # each job starts cold, as a stage's first search does
-    meter = GenerateMeter().attach(backend.llm)
+    meter, streams = GenerateMeter().attach(backend.llm), StreamMeter(backend)
     before_cache, before_load = prefix_cache(backend.llm), load()
     with Sandbox(config.sandbox) as sandbox, Grader(workers=1) as inner, OtherCPU() as other:
         grader = TimedGrader(inner)
-        trees, stats = mcts(problems, SearchEnv(backend, fmt, search, sandbox, grader), progress=False,
+        trees, stats = mcts(problems, SearchEnv(streams, fmt, search, sandbox, grader), progress=False,
                              parallel_rollouts=parallel_rollouts)
     meter.detach()
     calls = meter.calls
     totals = meter.totals()
-    in_gen = totals["generate_s"]
+    in_gen = stats.generate_seconds  # inside the engine: LLM.generate calls, or the stream's polls
     seqs = [c.sequences for c in calls]
     weighted = sum(c.sequences * (c.end - c.start) for c in calls) / in_gen if in_gen else 0.0
     small = sum(c.end - c.start for c in calls if c.sequences < 64)
     return {
-        "job": name, "problems": len(problems), "rollouts": search.rollouts, "n_candidates": search.n_candidates,
+        "job": name, "feed": search.feed, "problems": len(problems), "rollouts": search.rollouts,
+        "n_candidates": search.n_candidates, "polls": len(streams.polls), "stream_in_flight": streams.in_flight(),
         "search_s": stats.seconds, "generated_tokens": stats.generated_tokens,
         "tok_s": stats.generated_tokens / stats.seconds, "prompt_tokens": stats.prompt_tokens,
-        "generate_s": in_gen, "tok_s_in_generate": totals["generated_tokens"] / in_gen if in_gen else 0.0,
+        "generate_s": in_gen, "tok_s_in_generate": stats.generated_tokens / in_gen if in_gen else 0.0,
         "grading_s": grader.seconds, "other_s": stats.seconds - in_gen - grader.seconds,
         "calls": len(calls), "mean_sequences": sum(seqs) / len(seqs) if seqs else 0, "max_sequences": max(seqs or [0]),
         "time_weighted_sequences": weighted, "generate_s_below_64": small, "batch_fill": totals["batch_fill"],
@@ -189,12 +229,16 @@ def main() -> None:
               f"{job['search_s']:.1f} s, {job['generated_tokens']} tokens, {job['tok_s']:.1f} tok/s = "
               f"{job['fraction_of_peak']:.2f} of the peak (target >= 0.8); load {job['load_before']} -> {job['load_after']}, "
               f"other processes {job['other_cores']:.2f} cores (the grader's workers included)")
-        print(f"  wall: {job['generate_s']:.1f} s in LLM.generate ({job['generate_s'] / job['search_s']:.0%}), "
+        print(f"  wall: {job['generate_s']:.1f} s in the engine ({job['generate_s'] / job['search_s']:.0%}), "
               f"{job['grading_s']:.1f} s grading, {job['other_s']:.1f} s rest of the search loop")
-        print(f"  inside generate: {job['tok_s_in_generate']:.1f} tok/s; {job['calls']} calls, "
-              f"{job['mean_sequences']:.0f} sequences a call on average (max {job['max_sequences']}, time-weighted "
-              f"{job['time_weighted_sequences']:.0f}); {job['generate_s_below_64']:.1f} s in calls under 64 sequences; "
-              f"batch fill {job['batch_fill']:.0%} (tokens / (sequences x the call's longest sequence))")
+        if job["feed"] == "waves":
+            print(f"  inside generate: {job['tok_s_in_generate']:.1f} tok/s; {job['calls']} calls, "
+                  f"{job['mean_sequences']:.0f} sequences a call on average (max {job['max_sequences']}, time-weighted "
+                  f"{job['time_weighted_sequences']:.0f}); {job['generate_s_below_64']:.1f} s in calls under 64 "
+                  f"sequences; batch fill {job['batch_fill']:.0%} (tokens / (sequences x the call's longest sequence))")
+        else:
+            print(f"  inside the engine: {job['tok_s_in_generate']:.1f} tok/s; {job['polls']} polls, "
+                  f"{job['stream_in_flight']:.0f} sequences in flight (time-weighted)")
         print(f"  prompt tokens {job['prompt_tokens']}, prefix-cache hit rate "
               f"{'n/a' if hit is None else f'{hit:.1%}'}; solved {job['solved']}", flush=True)
     backend.close()

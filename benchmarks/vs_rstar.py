@@ -235,7 +235,8 @@ def _rstar_solved(path: Path) -> int | None:
 
 
 def run_evomath_child(spec: dict) -> dict:
-    """evomath's MCTS, as ``evomath search --method mcts`` runs it, with LLM.generate metered."""
+    """evomath's MCTS, as ``evomath search --method mcts`` runs it; its own stats say how long it was
+    inside the engine (``calls``: engine polls when fed continuously, generate calls in waves)."""
     from evomath.backends import make_backend
     from evomath.config import EngineConfig, SandboxConfig, SearchConfig
     from evomath.formats import make_format
@@ -260,8 +261,11 @@ def run_evomath_child(spec: dict) -> dict:
     finally:
         backend.close()
     solved = sum(any(n.correct for n in t.answered()) for t in trees)
+    # the engine is fed continuously (LLM.generate is not called): tokens and time from the search's stats
     return meter.totals() | {"rollouts": stats.rollouts, "seconds": stats.seconds, "startup_s": startup,
-                             "problems": len(trees), "solved": solved}
+                             "problems": len(trees), "solved": solved, "generated_tokens": stats.generated_tokens,
+                             "prompt_tokens": stats.prompt_tokens, "generate_s": stats.generate_seconds,
+                             "generate_calls": stats.batches, "feed": search.feed}
 
 
 def run_evomath(s: dict, model_dir: str, work: Path) -> dict:

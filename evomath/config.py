@@ -97,6 +97,9 @@ class SearchConfig(_Config):
     n_samples: int = Field(8, ge=1, description="best-of-N: solutions per problem")
     concurrent_problems: int = Field(64, ge=1, description="problems searched together, so the engine always has "
                                      "a full batch")
+    feed: Literal["continuous", "waves"] = Field(
+        "continuous", description="continuous: a tree's next step goes to the engine as soon as its last is back; "
+        "waves: every tree waits for the whole batch (rStar's lock-step)")
     seed: int = _seed()
 
 

@@ -65,6 +65,51 @@ def render_chat(tokenizer, user_text: str, system: str | None = None, *, source:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+class GenerationStream(Protocol):
+    """Requests in at any time, results out as each finishes: what keeps an engine full while a
+    search waits on some trees and others are ready for their next step."""
+
+    def submit(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        """Queue requests; returns one ticket per request."""
+        ...
+
+    def poll(self) -> list[tuple[int, GenerationResult]]:
+        """Block until at least one submitted request has finished (none if nothing is in flight);
+        returns the finished ones with their tickets."""
+        ...
+
+
+class WaveStream:
+    """Any backend's batched ``generate`` as a stream: what was submitted is generated in one call
+    at the next poll, so a search advances in lock-step waves (each waits for the batch's longest
+    sequence). The fallback for backends without a stream of their own, and ``feed: waves``."""
+
+    def __init__(self, backend: PolicyBackend) -> None:
+        self.backend = backend
+        self.queued: list[tuple[int, GenerationRequest]] = []
+        self.tickets = 0
+
+    def submit(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        tickets = list(range(self.tickets, self.tickets + len(requests)))
+        self.tickets += len(requests)
+        self.queued += zip(tickets, requests)
+        return tickets
+
+    def poll(self) -> list[tuple[int, GenerationResult]]:
+        queued, self.queued = self.queued, []
+        if not queued:
+            return []
+        results = self.backend.generate([r for _, r in queued])
+        return [(ticket, result) for (ticket, _), result in zip(queued, results, strict=True)]
+
+
+def open_stream(backend: PolicyBackend, feed: str) -> GenerationStream:
+    """``continuous``: the backend's own stream when it has one (vLLM's engine steps, a server's
+    concurrent requests); ``waves`` (or a backend without one): lock-step batches."""
+    stream = getattr(backend, "stream", None)
+    return stream() if feed == "continuous" and stream is not None else WaveStream(backend)
+
+
 class PolicyBackend(Protocol):
     def generate(self, requests: Sequence[GenerationRequest], progress: bool = False) -> list[GenerationResult]:
         """Sample every request in one batch; results come back in request order."""

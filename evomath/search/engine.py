@@ -1,10 +1,11 @@
 """What every search method shares.
 
-Two halves: `Expander` turns one batch of sampled steps into tree nodes that are executed,
-graded and scored in one pass each (one ``generate``, one round of sandbox jobs, one
-``grade_many``, one value-function call per batch); `Driver` keeps up to
-``concurrent_problems`` problems in flight, so every ``generate`` call is as full as the
-methods allow, and hands each finished tree to ``on_tree_done`` at once.
+Two halves: `Expander` turns the sampled steps that came back together into tree nodes that are
+executed, graded and scored in one pass each (one round of sandbox jobs, one ``grade_many``, one
+value-function call); `Driver` keeps up to ``concurrent_problems`` problems in flight and feeds
+their expansions to the engine's stream (``feed``: continuously, or in lock-step waves), so the
+engine's batch is as full as the methods allow, and hands each finished tree to ``on_tree_done``
+at once.
 
 A method is a `SearchState` per problem: ``pending()`` names the leaves to expand next,
 ``absorb()`` reads their new children and decides what comes after.
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from evomath.backends.base import Completion, GenerationRequest, GenerationResult
+from evomath.backends.base import Completion, GenerationRequest, GenerationResult, open_stream
 from evomath.config import SearchConfig
 from evomath.tree import Node, Tree
 
@@ -183,15 +184,14 @@ class Expander:
         self.score_answers = score_answers or reward == "value"
         self.reward = reward
 
-    def expand(self, work: Sequence[tuple[Tree, Expansion]], stats: SearchStats) -> None:
-        requests = [self._request(tree, exp) for tree, exp in work]
-        began = time.perf_counter()
-        results = self.backend.generate(requests)
-        stats.generate_seconds += time.perf_counter() - began
-        stats.batches += 1
-        stats.requests += len(requests)
+    def requests(self, work: Sequence[tuple[Tree, Expansion]]) -> list[GenerationRequest]:
+        return [self._request(tree, exp) for tree, exp in work]
+
+    def absorb(self, work: Sequence[tuple[Tree, Expansion]], results: Sequence[GenerationResult],
+               stats: SearchStats) -> None:
+        """Turn the sampled steps of ``work`` into nodes: executed, graded and scored in one pass each."""
         new: list[_Child] = []
-        for (tree, exp), result in zip(work, results):
+        for (tree, exp), result in zip(work, results, strict=True):
             exp.tokens = sum(c.num_tokens for c in result.completions)
             exp.prompt_tokens = result.prompt_tokens
             stats.generated_tokens += exp.tokens
@@ -346,8 +346,27 @@ class Expander:
             child.tree.backup(child.tree.nodes[node.parent], node.prior)
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """A tree's expansions on the engine, and the results that are back."""
+
+    expansions: list[Expansion]
+    results: list[GenerationResult | None]
+
+    @property
+    def complete(self) -> bool:
+        return all(r is not None for r in self.results)
+
+
 class Driver:
-    """Keep ``concurrent_problems`` searches in flight and batch all their expansions."""
+    """Keep ``concurrent_problems`` searches in flight and feed all their expansions to the engine.
+
+    ``feed: continuous`` (the default): a tree's next expansions go to the engine as soon as its last
+    ones are back, while other trees' steps are still decoding, so the engine's batch never drains
+    to its longest sequence; ``feed: waves``: every tree waits for the whole batch (one
+    ``generate`` per step of all trees, rStar's lock-step). Each request is seeded, so both sample
+    the same steps up to the numerics of other batch compositions.
+    """
 
     def __init__(
         self,
@@ -368,39 +387,55 @@ class Driver:
         queue = deque(enumerate(problems))
         active: dict[int, SearchState] = {}
         trees: list[Tree | None] = [None] * len(problems)
+        stream = open_stream(self.expander.backend, self.config.feed)
+        flight: dict[int, _InFlight] = {}
+        owner: dict[int, tuple[int, int]] = {}  # ticket -> (tree index, position in its expansions)
         slots = max(1, self.config.concurrent_problems)
         with tqdm(total=len(problems), desc=self.method, unit="problem", disable=not self.progress) as bar:
             while queue or active:
-                work: dict[int, list[Expansion]] = {}
-                while True:  # poll every search; a finished one frees its slot in this same batch
+                while True:  # every idle search submits; a finished one frees its slot at once
                     while queue and len(active) < slots:
                         index, problem = queue.popleft()
                         active[index] = start(problem)
-                    fresh = [i for i in active if i not in work]
-                    if not fresh:
+                    idle = [i for i in active if i not in flight]
+                    if not idle:
                         break
                     fill = 1 if queue else max(1, slots // len(active))
-                    for index in fresh:
+                    for index in idle:
                         expansions = active[index].pending(fill)
-                        if expansions:
-                            work[index] = expansions
-                        else:
+                        if not expansions:
                             trees[index] = self._finish(active.pop(index), stats)
                             bar.update(1)
-                if work:
-                    self._step(active, work, stats)
+                            continue
+                        tree = active[index].tree
+                        tickets = stream.submit(self.expander.requests([(tree, e) for e in expansions]))
+                        owner.update({t: (index, k) for k, t in enumerate(tickets)})
+                        flight[index] = _InFlight(expansions, [None] * len(expansions))
+                        stats.requests += len(expansions)
+                if flight:
+                    self._step(active, flight, owner, stream, stats)
                     bar.set_postfix(tok_s=f"{stats.generated_tokens / (time.perf_counter() - began):.0f}")
         stats.seconds = time.perf_counter() - began
         return trees, stats
 
-    def _step(self, active: dict[int, SearchState], work: dict[int, list[Expansion]], stats: SearchStats) -> None:
+    def _step(self, active: dict[int, SearchState], flight: dict[int, _InFlight], owner: dict[int, tuple[int, int]],
+              stream, stats: SearchStats) -> None:
+        """Wait for the engine to finish some requests; the trees whose expansions are all back absorb them."""
         t0 = time.perf_counter()
-        batch = [(active[i].tree, exp) for i, exps in work.items() for exp in exps]
-        self.expander.expand(batch, stats)
-        share = (time.perf_counter() - t0) / len(work)
-        for index, expansions in work.items():
-            state = active[index]
-            state.seconds += share
+        finished = stream.poll()
+        stats.generate_seconds += time.perf_counter() - t0
+        stats.batches += 1
+        for ticket, result in finished:
+            index, position = owner.pop(ticket)
+            flight[index].results[position] = result
+        ready = [i for i, f in flight.items() if f.complete]
+        self.expander.absorb([(active[i].tree, e) for i in ready for e in flight[i].expansions],
+                             [r for i in ready for r in flight[i].results], stats)
+        share = (time.perf_counter() - t0) / len(flight)  # the wall time, split over the trees waiting
+        for index in flight:
+            active[index].seconds += share
+        for index in ready:
+            state, expansions = active[index], flight.pop(index).expansions
             state.tokens += sum(e.tokens for e in expansions)
             state.prompt_tokens += sum(e.prompt_tokens for e in expansions)
             state.absorb(expansions)

@@ -49,6 +49,30 @@ def test_an_over_long_prompt_fails_alone_and_the_batch_goes_on(policy_backend):
     assert not fitting.prompt_too_long and fitting.completions[0].finish_reason == "length"
 
 
+def test_the_stream_feeds_requests_as_they_come_and_answers_as_generate_does(policy_backend):
+    """Requests come back by ticket with generate's completions (seeded, n > 1); one submitted after
+    the first poll joins the running engine; a prompt beyond the context is answered at once."""
+    prompt = policy_backend.chat_prompt("Ann has 3 cats and gets 4 more. How many cats does Ann have?")
+    sampled = GenerationRequest(prompt=prompt, n=3, temperature=0.8, max_tokens=24, stop=("\n\n",), seed=11)
+    short = GenerationRequest(prompt="2 + 2 =", temperature=0.0, max_tokens=2)
+    too_long = GenerationRequest(prompt=" 7" * (policy_backend.config.max_model_len + 8), max_tokens=4)
+    expected = policy_backend.generate([sampled, short, short])
+    stream = policy_backend.stream()
+    tickets = stream.submit([sampled, short])
+    got = dict(stream.poll())
+    assert got and set(got) <= set(tickets)
+    tickets += stream.submit([short, too_long])
+    while len(got) < 4:
+        got.update(stream.poll())
+    assert sorted(got) == sorted(tickets) and len(set(tickets)) == 4
+    results = [got[t] for t in tickets]
+    assert [c.text for c in results[0].completions] == [c.text for c in expected[0].completions]
+    assert len(results[0].completions) == 3 and results[0].prompt_tokens == expected[0].prompt_tokens
+    assert [r.completions[0].text for r in results[1:3]] == [r.completions[0].text for r in expected[1:]]
+    assert results[3].prompt_too_long and results[3].completions == []
+    assert stream.poll() == []  # nothing in flight: returns at once
+
+
 def test_embedded_model_verifies_in_a_fresh_vllm_process(embedded_model_dir):
     from evomath.models import verify_model
 

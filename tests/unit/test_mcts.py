@@ -518,3 +518,59 @@ def test_the_search_says_where_its_time_went():
     total.add(stats)
     total.add(stats)
     assert total.generate_seconds == 2 * stats.generate_seconds and total.batches == 2 * stats.batches
+
+
+class StreamingBackend(FakeBackend):
+    """A backend with its own stream that finishes one request per poll, question q0's first (its
+    steps are short), and logs which questions are in flight whenever requests are submitted."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.streams = []
+
+    def stream(self):
+        self.streams.append(_OneAtATime(self))
+        return self.streams[-1]
+
+
+class _OneAtATime:
+    def __init__(self, backend):
+        self.backend, self.queued, self.tickets, self.submits = backend, [], 0, []
+
+    def submit(self, requests):
+        tickets = list(range(self.tickets, self.tickets + len(requests)))
+        self.tickets += len(requests)
+        self.submits.append(([r.prompt.split("\n")[0] for r in requests],
+                             sorted({r.prompt.split("\n")[0] for _, r in self.queued})))
+        self.queued += zip(tickets, requests)
+        return tickets
+
+    def poll(self):
+        if not self.queued:
+            return []
+        first = min(self.queued, key=lambda item: (item[1].prompt.split("\n")[0], item[0]))
+        self.queued.remove(first)
+        return [(first[0], self.backend.generate([first[1]])[0])]
+
+
+def test_continuous_feed_submits_a_tree_step_while_others_decode_and_samples_the_same_trees():
+    problems = [Problem("p0", "q0", "5"), Problem("p1", "q1", "5"), Problem("p2", "q2", "1")]
+
+    def search(backend, feed):
+        cfg = SearchConfig(n_candidates=3, rollouts=4, max_depth=4, concurrent_problems=2, feed=feed)
+        return mcts(problems, SearchEnv(backend, FakeFormat(), cfg, FakeSandbox(), FakeGrader()), progress=False)
+
+    waves, wave_stats = search(FakeBackend(wide), "waves")
+    streaming = StreamingBackend(wide)
+    continuous, stats = search(streaming, "continuous")
+    strip = lambda t: {**t.to_dict(), "meta": {**t.meta, "seconds": 0}}  # noqa: E731
+    assert [strip(t) for t in continuous] == [strip(t) for t in waves]
+    assert (stats.rollouts, stats.requests, stats.generated_tokens) == (
+        wave_stats.rollouts, wave_stats.requests, wave_stats.generated_tokens)
+    (stream,) = streaming.streams
+    # q0 went on to its next steps while q1's first step was still on the engine
+    assert any(sent == ["Q: q0"] and "Q: q1" in waiting for sent, waiting in stream.submits)
+    assert all(len(b) == 1 for b in streaming.batches)  # one request at a time reached the engine
+    _, _, waves_backend, *_ = run(wide, problems=problems, rollouts=4, max_depth=4, concurrent_problems=2,
+                                  feed="continuous")  # a backend without a stream falls back to waves
+    assert max(len(b) for b in waves_backend.batches) == 2
