@@ -156,10 +156,11 @@ def test_samples(args, config, engine) -> Path:
     from evomath.problems import load_benchmark
     from evomath.search import best_of_n
 
-    out = args.work / "test-samples.jsonl"
-    if phase(out, f"{args.k} samples on {args.test_problems} test problems"):
+    out = args.work / f"test-samples{args.suffix}.jsonl"
+    if phase(out, f"{args.k} samples on {args.test_problems} test problems (seed {args.sample_seed})"):
         return out
-    search = config.eval_search.model_copy(update={"prompt_style": "chat", "temperature": args.temperature, "seed": 3})
+    search = config.eval_search.model_copy(update={"prompt_style": "chat", "temperature": args.temperature,
+                                                   "seed": args.sample_seed})
     env, _ = search_env(config, args.policy, engine, search)
     with env.sandbox, env.grader:
         trees, stats = best_of_n(load_benchmark(args.test, limit=args.test_problems, seed=0), env, args.k)
@@ -175,7 +176,7 @@ def step_scores(args, trees, dirs: dict[str, Path]) -> tuple[dict[str, list[dict
     from evomath.files import write_json
     from evomath.scoring import load_scorer
 
-    path = args.work / "scores.json"
+    path = args.work / f"scores{args.suffix}.json"
     cached = json.loads(path.read_text()) if path.exists() else {"scores": {}, "seconds": {}}
     for name, directory in dirs.items():
         if name in cached["scores"]:
@@ -277,7 +278,7 @@ def report(args, outcomes: dict[str, list[bool]], steps: dict, timings: dict) ->
                   f"of {s['erroneous_samples']}  correct {100 * s['correct_accuracy']:5.1f}% of {s['correct_samples']}"
                   + (f"  cuts {s['cuts']}" if "cuts" in s else ""))
     data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "seconds": timings}
-    (args.work / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    (args.work / f"report{args.suffix}.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
 
 
@@ -297,9 +298,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--verifiers", default=",".join(VERIFIERS))
     parser.add_argument("--seed", type=int, default=0, help="how problems are split into the cross-fitting halves")
+    parser.add_argument("--sample-seed", type=int, default=3,
+                        help="the test samples' seed; another seed samples (and scores) again beside the first, in "
+                        "test-samples-seed<N>.jsonl, scores-seed<N>.json, report-seed<N>.json")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
     args.verifiers = [v for v in args.verifiers.split(",") if v]
+    args.suffix = "" if args.sample_seed == 3 else f"-seed{args.sample_seed}"
 
     from evomath import engines
     from evomath.config import apply_overrides, load_config
