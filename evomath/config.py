@@ -170,6 +170,13 @@ class DataConfig(_Config):
     limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems")
     seed: int = _seed()
 
+    @field_validator("source")
+    @classmethod
+    def _not_the_generalisation_set(cls, source: str) -> str:
+        if source.partition(":")[0] == "demo_phrasing":
+            raise ValueError("demo_phrasing measures generalisation to unseen phrasings: never train on it")
+        return source
+
 
 class EvalConfig(_Config):
     """What a round's evaluation runs: benchmarks x methods."""
