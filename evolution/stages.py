@@ -370,22 +370,39 @@ def bucket(ctx: RoundContext) -> dict:
     counts = bucket_counts(trees)
     per_problem = {t.problem_id: bucket_of(t) for t in trees}
     write_jsonl(ctx.path(BUCKETS), ({"problem_id": k, "bucket": v} for k, v in per_problem.items()))
-    return {**counts, "problems": len(trees), "artifacts": {"buckets": str(ctx.path(BUCKETS))}}
+    return {**counts, "solved": counts["easy"] + counts["medium"], "problems": len(trees),
+            "artifacts": {"buckets": str(ctx.path(BUCKETS))}}
 
 
 def select_sft(ctx: RoundContext) -> dict:
-    """Top-2 trajectories per solved problem; a round that solved nothing keeps its policy."""
+    """Top-2 trajectories per solved problem; a round that solved nothing keeps its policy. Also
+    what the data is (``training.sft_stats``): its size, length in the policy's tokens, share of
+    distinct solutions and, on demo problems, the share right only through a wrong step."""
     from training import TrainingInputError
     from training.sft_data import make_sft_data
+    from training.sft_stats import sft_stats
 
     out = ctx.path(SFT_DATA)
+    fmt = _policy_format(ctx)
     try:
-        info = make_sft_data(ctx.path(TREES_FINAL), out, _policy_format(ctx), top_k=2)
+        make_sft_data(ctx.path(TREES_FINAL), out, fmt, top_k=2)
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
-        return {"sft_examples": 0, "sft_problems": 0, "artifacts": {"sft": str(out)}}
-    return {"sft_examples": info["examples"], "sft_problems": info["problems"], "artifacts": {"sft": str(out)}}
+    problems = {p.id: p for p in training_problems(ctx.config)}
+    split = fmt.split if fmt.name == "natural" else None  # the step checker reads natural-language arithmetic
+    stats = sft_stats(read_jsonl(out), problems, split, _token_counter(ctx))
+    return stats | {"artifacts": {"sft": str(out)}}
+
+
+def _token_counter(ctx: RoundContext) -> Callable[[str], int]:
+    """Tokens of a text by the round's policy's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from evomath.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(ctx.policy)))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def reward_data(ctx: RoundContext) -> dict:
@@ -527,8 +544,11 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("generate", generate, (), (TREES,), (("problems", "problems"), ("solve_rate", "solve_rate"),
                                                ("generated_tokens", "generated_tokens")), progress="generation"),
     Stage("extra_rollouts", extra_rollouts, (TREES,), (TREES_FINAL,), (("rescued", "rescued"),)),
-    Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,), (("easy", "easy"), ("medium", "medium"), ("hard", "hard"))),
-    Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,), (("sft_examples", "sft_examples"),)),
+    Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,),
+          (("easy", "easy"), ("medium", "medium"), ("hard", "hard"), ("solved", "solved"))),
+    Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,),
+          (("sft_examples", "sft_examples"), ("sft_avg_tokens", "sft_avg_tokens"),
+           ("sft_distinct_share", "sft_distinct_share"), ("sft_wrong_step_share", "sft_wrong_step_share"))),
     Stage("reward_data", reward_data, (TREES_FINAL,), (PAIRS, STEP_LABELS),
           (("pairs", "ppm_pairs"), ("labelled_steps", "labelled_steps"))),
     Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY,), (("train_loss", "sft_loss"),)),
