@@ -46,7 +46,7 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--answer-field", help="answer field of a JSONL benchmark (default: answer|final_answer)")
     p.add_argument("--id-field", help="id field of a JSONL benchmark (default: id|unique_id|problem_id, else line)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_section_flags(p, "eval", ["limit", "seed"])  # --seed also seeds the sampling (eval_search.seed)
+    add_section_flags(p, "eval", ["limit", "sampled_limit", "seed"])  # --seed also seeds the sampling (eval_search.seed)
     add_section_flags(p, "eval_search", [f for f in SearchConfig.model_fields if f != "seed"])
     add_set_flag(p)
     p.set_defaults(func=cmd_evaluate)
@@ -112,7 +112,7 @@ def cmd_evaluate(args) -> int:
             backend = make_backend(args.policy or config.policy, config.engine, in_process=True)
             stack.callback(backend.close)
         rows = run_suite(suite, specs, backend, search, config.sandbox, scorer, out, trees=args.trees,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, sampled_limit=config.eval.sampled_limit, seed=config.eval.seed)
     print(format_table(rows))
     print(f"\nrecords, summary.json and accuracy_vs_tokens.png in {out}")
     return 0

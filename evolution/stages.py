@@ -518,11 +518,15 @@ def round_models(ctx: RoundContext) -> tuple[str, str | None]:
 
 
 def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = None) -> dict:
-    """The round's policy (and PPM) on the configured benchmarks and methods."""
+    """The round's policy (and PPM) on the configured benchmarks and methods (the greedy-only ones in
+    the rounds ``eval.greedy_rounds`` names)."""
     from evaluation.run import evaluate_models
 
     new_policy, new_ppm = round_models(ctx)
-    planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config)})
+    ev = ctx.config.eval
+    if ev.greedy_rounds is not None and ctx.round not in ev.greedy_rounds:
+        ev = ev.model_copy(update={"greedy_benchmarks": []})
+    planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config), "eval": ev})
     return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path(EVAL),
                            scorer_device=device_plan(ctx.config).scorer_device, kind=ctx.config.reward_model)
 

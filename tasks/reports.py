@@ -32,15 +32,24 @@ def round_score(rows: Sequence[Mapping]) -> float:
     return sum(r["accuracy"] for r in rows) / len(rows) if rows else 0.0
 
 
+def interval_text(row: Mapping) -> str:
+    """'[4.0, 8.8] of 400': a summary row's 95% interval in percent, and its problems."""
+    return f"[{100 * row['accuracy_low']:.1f}, {100 * row['accuracy_high']:.1f}] of {row['problems']}"
+
+
 def round_row(ctx: RoundContext, results: Mapping[str, Mapping]) -> dict:
-    """The round's headline: selected stage metrics, accuracy per benchmark/method, score, seconds."""
+    """The round's headline: selected stage metrics, accuracy per benchmark/method with its 95%
+    interval, score, seconds."""
     row: dict = {"round": ctx.round}
     for (stage, metric), column in HEADLINE.items():
         value = results.get(stage, {}).get(metric)
         if isinstance(value, (int, float)):
             row[column] = value
     evaluated = eval_rows(ctx)
-    row |= {f"{r['benchmark']}/{r['method']}": r["accuracy"] for r in evaluated}
+    for r in evaluated:
+        row[f"{r['benchmark']}/{r['method']}"] = r["accuracy"]
+        if "accuracy_low" in r:  # text, so the table shows it and MLflow (numbers only, per stage) skips it
+            row[f"{r['benchmark']}/{r['method']} 95%"] = interval_text(r)
     row["score"] = round_score(evaluated)
     row["seconds"] = sum(r.get("stage_seconds", 0.0) for r in results.values())
     return row
