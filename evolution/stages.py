@@ -40,6 +40,7 @@ TREES_FINAL = "trees-final.jsonl"  # the same with the hard problems' extra roll
 TREES_EXTRA = "trees-final.partial.jsonl"  # extra_rollouts' trees as each finishes (resume; removed at the end)
 BUCKETS = "buckets.jsonl"
 SFT_DATA = "sft.jsonl"
+SFT_UNION = "sft-all-rounds.jsonl"  # rounds 1..k's SFT data, when a round trains on all of it (sft_data: all_rounds)
 PAIRS = "pairs.jsonl"  # PPM and ORM training pairs
 STEP_LABELS = "step-labels.jsonl"  # PRM, PQM and value-head step labels
 POLICY = "policy"  # model directories
@@ -385,7 +386,7 @@ def select_sft(ctx: RoundContext) -> dict:
     out = ctx.path(SFT_DATA)
     fmt = _policy_format(ctx)
     try:
-        make_sft_data(ctx.path(TREES_FINAL), out, fmt, top_k=2)
+        make_sft_data(ctx.path(TREES_FINAL), out, fmt, top_k=2, near_duplicates=ctx.config.sft_dedup)
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
@@ -472,17 +473,40 @@ def train_policy(ctx: RoundContext) -> dict:
     from training.sft import train_sft
     from training.value_head import train_value_head
 
-    if _is_empty(ctx.path(SFT_DATA)):
+    data = policy_data(ctx)
+    if _is_empty(data):
         return {"policy_trained": 0, "artifacts": {}}
     engines.release()
     base = resolve_model(ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy)
     if ctx.config.reward_model == "value" and not _is_empty(ctx.path(STEP_LABELS)):
         config = ctx.config.value.model_copy(update={"bf16": ctx.config.sft.bf16})
-        metrics = train_value_head(ctx.path(SFT_DATA), ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
+        metrics = train_value_head(data, ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
                                    overwrite=True, step_format=ctx.config.search.step_format)
     else:
-        metrics = train_sft(ctx.path(SFT_DATA), base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
-    return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path(POLICY))}}
+        metrics = train_sft(data, base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
+    return {"policy_trained": 1, "policy_examples": sum(1 for _ in read_jsonl(data))} | _numbers(metrics) | {
+        "artifacts": {"policy": str(ctx.path(POLICY))}}
+
+
+def sft_sources(ctx: RoundContext) -> list[Path]:
+    """The SFT files a round's policy trains on: its own, or rounds 1..k's (``sft_data: all_rounds``)."""
+    if ctx.config.sft_data == "round":
+        return [ctx.path(SFT_DATA)]
+    return [round_dir(ctx.config, j) / SFT_DATA for j in range(1, ctx.round)] + [ctx.path(SFT_DATA)]
+
+
+def policy_data(ctx: RoundContext) -> Path:
+    """The round's own SFT file, or the union of every round's so far written to ``SFT_UNION`` (a
+    row selected again in a later round, the same prompt and completion, counts once)."""
+    sources = sft_sources(ctx)
+    if len(sources) == 1:
+        return sources[0]
+    rows = {}
+    for path in sources:
+        for row in read_jsonl(path) if path.exists() else ():
+            rows.setdefault((row["prompt"], row["completion"]), row)
+    write_jsonl(ctx.path(SFT_UNION), rows.values())
+    return ctx.path(SFT_UNION)
 
 
 def train_reward(ctx: RoundContext) -> dict:
@@ -555,7 +579,7 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
            ("sft_distinct_share", "sft_distinct_share"), ("sft_wrong_step_share", "sft_wrong_step_share"))),
     Stage("reward_data", reward_data, (TREES_FINAL,), (PAIRS, STEP_LABELS),
           (("pairs", "ppm_pairs"), ("labelled_steps", "labelled_steps"))),
-    Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY,), (("train_loss", "sft_loss"),)),
+    Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY, SFT_UNION), (("train_loss", "sft_loss"),)),
     Stage("train_reward", train_reward, (PAIRS, STEP_LABELS, POLICY), (PPM,),
           (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"),
            ("heldout_step_accuracy", "step_accuracy"))),
@@ -572,7 +596,12 @@ def _numbers(metrics: dict) -> dict:
 
 
 def stage_inputs(ctx: RoundContext, stage: str) -> list[Path]:
-    return [ctx.path(name) for name in REGISTRY[stage].inputs]
+    """The files a stage's key hashes: its inputs in the round, and for a policy trained on every
+    round's data, the earlier rounds' SFT files."""
+    paths = [ctx.path(name) for name in REGISTRY[stage].inputs]
+    if stage == "train_policy":
+        paths += [path for path in sft_sources(ctx) if path not in paths]
+    return paths
 
 
 def stage_key(ctx: RoundContext, stage: str) -> str:

@@ -223,6 +223,12 @@ class ExperimentConfig(_Config):
     sft_from: Literal["previous", "base"] = Field(
         "previous", description="fine-tune the previous round's policy, or the base model each round"
     )
+    sft_data: Literal["round", "all_rounds"] = Field(
+        "round", description="what a round's policy trains on: its own selected trajectories, or the union of "
+        "rounds 1..k's (rStar trains each round's policy from the base model on all data so far: with sft_from: base)")
+    sft_dedup: bool = Field(False, description="count near-identical trajectories (the same text but for case, "
+                            "punctuation and spacing) once when choosing a problem's top 2; the next in rank "
+                            "takes the place")
     reward_model: Literal["ppm", "prm", "value", "orm", "pqm"] = Field(
         "ppm", description="the reward model that guides search (PPM-augmented MCTS from ppm_from_round, step beam "
         "search, MCTS evaluation): rStar's PPM, Math-Shepherd's PRM, AlphaMath's value head, rStar's ORM or PQM")

@@ -9,17 +9,11 @@ are read off the SFT file as written (what the policy trains on), never used to 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 
 from evomath.demo_data import first_error
 from evomath.problem import Problem
-
-
-def normalise(text: str) -> str:
-    """A solution's text with case, punctuation and spacing dropped: near-identical texts (another
-    full stop, a capital, a blank) compare equal."""
-    return " ".join(re.sub(r"[^0-9a-z+\-*/=]+", " ", text.lower()).split())
+from training.trajectories import normalise
 
 
 def wrong_step_before_answer(problem: Problem, steps: list[str]) -> bool | None:
