@@ -27,6 +27,7 @@ from pathlib import Path
 
 from evaluation.report import plot_rounds
 from evolution import stages
+from evolution.regressions import regressed, round_regressions
 from evomath.config import ExperimentConfig, apply_overrides, load_config
 
 METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8", "ppm-vote@8")
@@ -95,18 +96,6 @@ def print_table(rows: list[dict]) -> None:
             print(" ".join(f"{cell(row[h], percent):>{w}}" for h, w in zip(header, widths)))
     for row in rows:
         print(f"round {row['round']} minutes per stage: {row['minutes']}")
-    for before, after in zip(rows, rows[1:]):
-        if regressed(before["greedy"], after["greedy"]):
-            print(f"round {after['round']} regressed: greedy {cell(before['greedy'])} -> {cell(after['greedy'])}; "
-                  f"its SFT data: {after['sft']} examples from {after['solved']} solved problems, "
-                  f"distinct {cell(after['distinct'])}, wrong-step share {cell(after['wrong_step'])} "
-                  f"(round {before['round']}: {before['sft']}, {cell(before['wrong_step'])})")
-
-
-def regressed(before: dict | None, after: dict | None) -> bool:
-    """Is a round more than its interval below the round before (its interval's top under the
-    previous round's accuracy)?"""
-    return bool(before and after and after["accuracy_high"] < before["accuracy"])
 
 
 def run_seed(config: ExperimentConfig) -> dict:
@@ -121,6 +110,9 @@ def run_seed(config: ExperimentConfig) -> dict:
           f"({minutes:.1f} minutes in this call; held-out: {benchmark}, greedy on {config.eval.limit} problems, "
           f"the other methods on {config.eval.sampled_limit or config.eval.limit})")
     print_table(rows)
+    for k in range(1, len(rows)):
+        for line in round_regressions(config, k):
+            print(f"round {k} regressed: {line}")
     directory = stages.experiment_dir(config)
     plot = plot_rounds([stages.recorded_round(config, k) for k in range(len(rows))], directory / "rounds.png")
     learning = {"name": config.name, "minutes": stage_minutes, "call_minutes": minutes, "rows": rows}
@@ -149,7 +141,8 @@ def spread(runs: list[dict]) -> None:
     columns |= {f"{k.removesuffix(' greedy')} gain": (lambda r, k=k: gain(r["rows"], k))
                 for k in runs[0]["rows"][0] if k.endswith(" greedy")}
     columns |= {
-        "regressions": lambda r: sum(regressed(a["greedy"], b["greedy"]) for a, b in zip(r["rows"], r["rows"][1:])),
+        "regressions": lambda r: sum(bool(a["greedy"] and b["greedy"] and regressed(a["greedy"], b["greedy"]))
+                                     for a, b in zip(r["rows"], r["rows"][1:])),
         "bon-maj": lambda r: minus_maj(r, "ppm-bon@8"),
         "bon_last-maj": lambda r: minus_maj(r, "ppm-bon-last@8"),
         "vote-maj": lambda r: minus_maj(r, "ppm-vote@8"),

@@ -686,11 +686,17 @@ def evaluate_base(config: ExperimentConfig) -> dict:
     return run_stage(base_context(config), "evaluate")
 
 
+# What the loop produced in a round, as recorded by its stages: (stage, metric).
+PRODUCED = (("bucket", "solved"), ("select_sft", "sft_examples"), ("select_sft", "sft_avg_tokens"),
+            ("select_sft", "sft_distinct_share"), ("select_sft", "sft_wrong_step_share"))
+
+
 def recorded_round(config: ExperimentConfig, k: int) -> dict:
     """What round k left on disk, for reports and plots: its evaluation summary rows, bucket
-    counts and minutes per stage (round 0 is the base model's evaluation)."""
+    counts, what its loop produced (``PRODUCED``) and minutes per stage (round 0 is the base
+    model's evaluation)."""
     directory = round_dir(config, k)
-    minutes, buckets = {}, {}
+    minutes, buckets, produced = {}, {}, {}
     for stage in STAGES:
         record = stage_record(directory, stage)
         if record.exists():
@@ -698,9 +704,10 @@ def recorded_round(config: ExperimentConfig, k: int) -> dict:
             minutes[stage] = metrics.get("stage_seconds", 0.0) / 60
             if stage == "bucket":
                 buckets = {b: metrics[b] for b in ("easy", "medium", "hard") if b in metrics}
+            produced |= {metric: metrics[metric] for where, metric in PRODUCED if where == stage and metric in metrics}
     summary = directory / EVAL / "summary.json"
     rows = json.loads(summary.read_text()) if summary.exists() else []
-    return {"round": k, "summary": rows, "buckets": buckets, "minutes": minutes}
+    return {"round": k, "summary": rows, "buckets": buckets, "produced": produced, "minutes": minutes}
 
 
 def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:

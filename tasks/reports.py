@@ -87,9 +87,11 @@ def _run_link(run_url: str | None, run_id: str, tracking_uri: str) -> str:
 
 
 def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, str], run_id: str,
-                      run_url: str | None, tracking_uri: str, times: Sequence[Mapping] = ()) -> None:
+                      run_url: str | None, tracking_uri: str, times: Sequence[Mapping] = (),
+                      regressions: Sequence[str] = ()) -> None:
     """The round's summary table and a markdown report linking its MLflow run (and, given
-    ``time_rows``, where its time went)."""
+    ``time_rows``, where its time went; given ``evolution.regressions`` lines, that it fell back
+    and what its loop produced beside the round before's)."""
     create_table_artifact(
         [{"metric": k, "value": format_value(v)} for k, v in row.items()],
         key=artifact_key(ctx.config, "round", ctx.round, "summary"),
@@ -101,6 +103,7 @@ def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, st
         _run_link(run_url, run_id, tracking_uri),
         f"Generated with `{ctx.policy}`" + (f", PPM `{ctx.ppm}`" if ctx.ppm else "") + f"; files in `{ctx.dir}`.",
         f"Registered: {models or 'nothing'}.",
+        *(["## Regressed", "\n".join(f"- {line}" for line in regressions)] if regressions else []),
         _markdown_table([row]),
         *(["## Where the time went (seconds)", _markdown_table(times)] if times else []),
     ])

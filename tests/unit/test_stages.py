@@ -28,9 +28,9 @@ def test_recorded_round_reads_stage_records_and_the_eval_summary(tmp_path):
     rows = [{"benchmark": "b", "method": "greedy", "accuracy": 0.25}]
     ctx.path("eval/summary.json").write_text(json.dumps(rows))
     item = stages.recorded_round(cfg, 1)
-    assert item == {"round": 1, "summary": rows, "buckets": {"easy": 1, "medium": 2, "hard": 3},
+    assert item == {"round": 1, "summary": rows, "buckets": {"easy": 1, "medium": 2, "hard": 3}, "produced": {},
                     "minutes": {"generate": 1.5, "bucket": 0.01}}
-    assert stages.recorded_round(cfg, 2) == {"round": 2, "summary": [], "buckets": {}, "minutes": {}}
+    assert stages.recorded_round(cfg, 2) == {"round": 2, "summary": [], "buckets": {}, "produced": {}, "minutes": {}}
 
 
 def _fake_model(path):
