@@ -28,7 +28,8 @@ def add_evaluate_command(subparsers) -> None:
     )
     p.add_argument("--benchmark", action="append", metavar="NAME",
                    help="gsm8k, math500, aime24, amc23, demo_test, ..., a JSONL path or hf:owner/name[:split]; "
-                   "repeatable or a comma list (default: the config's eval.benchmarks)")
+                   "repeatable or a comma list (default: the config's eval.benchmarks, and its eval.greedy_benchmarks "
+                   "with greedy alone)")
     p.add_argument("--methods", help="comma list, e.g. greedy,maj@8,ppm-bon@8,beam-3x5,mcts (default: the config's)")
     p.add_argument("--policy", help="policy model: embedded name, directory, hub id or models:/ URI (default: the config's)")
     p.add_argument("--ppm", help="process preference model directory or models:/ URI (ppm-*, beam, mcts, offline-ppm)")
@@ -46,7 +47,7 @@ def add_evaluate_command(subparsers) -> None:
     p.add_argument("--answer-field", help="answer field of a JSONL benchmark (default: answer|final_answer)")
     p.add_argument("--id-field", help="id field of a JSONL benchmark (default: id|unique_id|problem_id, else line)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_section_flags(p, "eval", ["limit", "seed"])  # --seed also seeds the sampling (eval_search.seed)
+    add_section_flags(p, "eval", ["limit", "sampled_limit", "seed"])  # --seed also seeds the sampling (eval_search.seed)
     add_section_flags(p, "eval_search", [f for f in SearchConfig.model_fields if f != "seed"])
     add_set_flag(p)
     p.set_defaults(func=cmd_evaluate)
@@ -79,7 +80,7 @@ def reward_model_args(args) -> dict[str, str]:
 
 
 def cmd_evaluate(args) -> int:
-    from evaluation.benchmarks import load_suite, split_names
+    from evaluation.benchmarks import label, load_suite, split_names
     from evaluation.methods import GUIDE, parse_methods
     from evaluation.report import format_table
     from evaluation.run import check_inputs, run_suite
@@ -88,9 +89,10 @@ def cmd_evaluate(args) -> int:
 
     config = config_from_args(args, load_config(args.config) if args.config else ExperimentConfig())
     specs = parse_methods(args.methods or config.eval.methods)
+    greedy_only = [] if args.benchmark else config.eval.greedy_benchmarks  # the config's greedy-only ones with its own
     suite = load_suite(
-        split_names(args.benchmark) or config.eval.benchmarks, limit=config.eval.limit, seed=config.eval.seed,
-        question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
+        split_names(args.benchmark) or [*config.eval.benchmarks, *greedy_only], limit=config.eval.limit,
+        seed=config.eval.seed, question_field=args.question_field, answer_field=args.answer_field, id_field=args.id_field,
     )
     search = config.eval_search
     if given_flag(args, "eval.seed") is not None:
@@ -112,7 +114,8 @@ def cmd_evaluate(args) -> int:
             backend = make_backend(args.policy or config.policy, config.engine, in_process=True)
             stack.callback(backend.close)
         rows = run_suite(suite, specs, backend, search, config.sandbox, scorer, out, trees=args.trees,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, sampled_limit=config.eval.sampled_limit, seed=config.eval.seed,
+                         greedy_only=[label(name) for name in greedy_only])
     print(format_table(rows))
     print(f"\nrecords, summary.json and accuracy_vs_tokens.png in {out}")
     return 0

@@ -4,7 +4,8 @@ A record is one method's outcome on one problem: the chosen answer, whether it i
 it cost. Seconds come from the batched run's wall time divided by its problems (problems are
 generated together, so a per-question time only exists as an average); tokens are generated
 tokens. The table has AlphaMath's columns (accuracy, seconds per question, average steps, number
-of solutions) plus tokens per question and pass@k (some candidate solution is right).
+of solutions) plus the accuracy's 95% Wilson interval, tokens per question and pass@k (some
+candidate solution is right).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from evaluation.select import Choice
+from evaluation.stats import accuracy_interval
 from evomath.files import write_json, write_jsonl
 
 COLUMNS = (
-    "benchmark", "method", "problems", "accuracy", "seconds_per_question", "avg_steps",
-    "avg_solutions", "tokens_per_question", "pass_at_k",
+    "benchmark", "method", "problems", "accuracy", "accuracy_low", "accuracy_high", "seconds_per_question",
+    "avg_steps", "avg_solutions", "tokens_per_question", "pass_at_k",
 )
 
 
@@ -62,11 +64,14 @@ def summarize(records: Iterable[dict]) -> list[dict]:
         groups.setdefault((r["benchmark"], r["method"]), []).append(r)
     rows = []
     for (benchmark, method), rs in groups.items():
+        interval = accuracy_interval([r["correct"] for r in rs])
         rows.append({
             "benchmark": benchmark,
             "method": method,
             "problems": len(rs),
-            "accuracy": _mean([float(r["correct"]) for r in rs]),
+            "accuracy": interval.estimate,
+            "accuracy_low": interval.low,
+            "accuracy_high": interval.high,
             "seconds_per_question": _mean([r["seconds"] for r in rs]),
             "avg_steps": _mean([r["steps"] for r in rs]),
             "avg_solutions": _mean([r["solutions"] for r in rs]),

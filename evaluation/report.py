@@ -11,11 +11,12 @@ from pathlib import Path
 
 from evaluation.methods import parse_method
 
-TABLE = (  # header, summary key, format
+TABLE = (  # header, summary key(s), format
     ("benchmark", "benchmark", "{}"),
     ("method", "method", "{}"),
     ("n", "problems", "{}"),
     ("accuracy", "accuracy", "{:.1%}"),
+    ("95%", ("accuracy_low", "accuracy_high"), "[{:.1%},{:.1%}]"),
     ("s/question", "seconds_per_question", "{:.2f}"),
     ("steps", "avg_steps", "{:.1f}"),
     ("solutions", "avg_solutions", "{:.1f}"),
@@ -26,9 +27,13 @@ ROUND_KINDS = ("greedy", "maj", "ppm-bon", "ppm-vote")  # what plot_rounds follo
 BUCKETS = ("easy", "medium", "hard")
 
 
+def _cell(row: Mapping, key: str | tuple[str, ...], fmt: str) -> str:
+    return fmt.format(*(row[k] for k in key)) if isinstance(key, tuple) else fmt.format(row[key])
+
+
 def format_table(rows: Sequence[Mapping]) -> str:
     """An aligned plain-text table: text columns left, numbers right."""
-    cells = [[h for h, _, _ in TABLE]] + [[fmt.format(row[key]) for _, key, fmt in TABLE] for row in rows]
+    cells = [[h for h, _, _ in TABLE]] + [[_cell(row, key, fmt) for _, key, fmt in TABLE] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(TABLE))]
 
     def line(values: list[str]) -> str:
@@ -79,8 +84,9 @@ def plot_accuracy_vs_tokens(rows: Sequence[Mapping], path: str | Path) -> Path:
 
 
 def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds: Sequence[str] = ROUND_KINDS) -> Path:
-    """Accuracy by round (greedy, maj@k, ppm-bon@k, ppm-vote@k by default), bucket counts by round and
-    minutes per stage by round.
+    """Accuracy by round with its 95% interval (a band for greedy, bars for the others; greedy, maj@k,
+    ppm-bon@k, ppm-vote@k by default; the legend gives each line's problems), bucket counts by round
+    and minutes per stage by round.
 
     Each item: ``{"round": k, "summary": [summary rows], "buckets": {"easy": n, "medium": n,
     "hard": n}, "minutes": {stage: minutes}}``; ``buckets`` and ``minutes`` are optional (their
@@ -90,16 +96,23 @@ def plot_rounds(per_round_summaries: Sequence[Mapping], path: str | Path, kinds:
     with_buckets = [r for r in rounds if r.get("buckets")]
     with_minutes = [r for r in rounds if r.get("minutes")]
     fig, axes = _figure(5.5, 4.0, 1 + bool(with_buckets) + bool(with_minutes))
-    lines: dict[str, tuple[list[int], list[float]]] = {}
+    lines: dict[str, list[Mapping]] = {}
     for item in rounds:
         for row in item.get("summary", []):
             if parse_method(row["method"]).kind in kinds:
-                xs, ys = lines.setdefault(f"{row['benchmark']} {row['method']}", ([], []))
-                xs.append(item["round"])
-                ys.append(100 * row["accuracy"])
-    for label, (xs, ys) in lines.items():
-        axes[0].plot(xs, ys, marker="o", label=label)
-    axes[0].set(title="accuracy by round", xlabel="round", ylabel="accuracy (%)")
+                lines.setdefault(f"{row['benchmark']} {row['method']}", []).append({"round": item["round"], **row})
+    for label, points in lines.items():
+        xs, ys = [p["round"] for p in points], [100 * p["accuracy"] for p in points]
+        n = "/".join(dict.fromkeys(str(p["problems"]) for p in points))
+        line = axes[0].plot(xs, ys, marker="o", label=f"{label} (n={n})")[0]
+        if all("accuracy_low" in p for p in points):  # summaries written before intervals have none
+            low, high = [100 * p["accuracy_low"] for p in points], [100 * p["accuracy_high"] for p in points]
+            if parse_method(points[0]["method"]).kind == "greedy":  # the headline: a band
+                axes[0].fill_between(xs, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+            else:  # the rest, often on fewer problems: thin bars, so the bands do not bury each other
+                axes[0].errorbar(xs, ys, yerr=[[y - lo for y, lo in zip(ys, low)], [hi - y for y, hi in zip(ys, high)]],
+                                 fmt="none", ecolor=line.get_color(), alpha=0.4, capsize=2, linewidth=0.8)
+    axes[0].set(title="accuracy by round (95% intervals)", xlabel="round", ylabel="accuracy (%)")
     axes[0].set_xticks([r["round"] for r in rounds])
     axes[0].grid(alpha=0.3)
     if lines:

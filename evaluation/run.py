@@ -12,19 +12,20 @@ MCTS trees) and generate nothing. Artifacts, under ``out_dir``:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
 from evaluation import runs
-from evaluation.benchmarks import load_suite
-from evaluation.methods import GUIDE, MCTS, Method, Offline, parse_methods
+from evaluation.benchmarks import label, load_suite
+from evaluation.methods import GUIDE, MCTS, Method, Offline, Sampled, parse_methods
 from evaluation.records import flat_metrics, make_record, summarize, write_records, write_summary
 from evaluation.report import plot_accuracy_vs_tokens
 from evaluation.runs import Context, Run
 from evomath.config import ExperimentConfig, SandboxConfig, SearchConfig
 from evomath.errors import InputError
 from evomath.files import private_dir
+from evomath.problems import subset
 from evomath.search import SearchEnv
 from evomath.tree import write_trees
 
@@ -126,6 +127,25 @@ def evaluate(
     return records
 
 
+GREEDY = Sampled("greedy", "greedy")
+
+
+def method_groups(specs: Sequence[Method], problems: Sequence, sampled_limit: int | None = None, seed: int = 0,
+                  greedy_only: bool = False) -> list[tuple[list[Method], Sequence]]:
+    """The methods of one benchmark, each group with the problems it runs on. Greedy is one chain a
+    problem, so it can afford the many problems that resolve a few points; given ``sampled_limit``,
+    every other method (sampling, beam search, MCTS, offline re-selection) runs on a seeded subset
+    of them, so both are compared on the problems they share. A greedy-only benchmark (a
+    generalisation check) runs greedy alone."""
+    if greedy_only:
+        return [([GREEDY], problems)]
+    rest = [s for s in specs if s.generation != "greedy"]
+    if sampled_limit is None or sampled_limit >= len(problems) or not rest:
+        return [(list(specs), problems)]
+    groups = [([s for s in specs if s.generation == "greedy"], problems), (rest, subset(list(problems), sampled_limit, seed))]
+    return [group for group in groups if group[0]]
+
+
 def evaluate_suite(
     suite: Mapping[str, Sequence],
     methods: str | Sequence[str | Method],
@@ -139,15 +159,21 @@ def evaluate_suite(
     *,
     trees: str | Path | None = None,
     progress: bool = True,
+    sampled_limit: int | None = None,
+    seed: int = 0,
+    greedy_only: Iterable[str] = (),
 ) -> list[dict]:
     """Every benchmark of ``suite`` (name -> problems); writes records, ``summary.json`` and the
-    accuracy-vs-tokens plot under ``out_dir`` and returns the summary rows."""
+    accuracy-vs-tokens plot under ``out_dir`` and returns the summary rows. ``sampled_limit``,
+    ``seed`` and ``greedy_only`` (benchmark names) choose each method's problems (``method_groups``)."""
     specs = parse_methods(methods)
     check_inputs(specs, scorer, trees)
+    greedy_only = set(greedy_only)
     records = []
     for name, problems in suite.items():
-        records += evaluate(problems, specs, backend, fmt, search_config, sandbox, grader, scorer, out_dir,
-                            benchmark=name, trees=trees, progress=progress)
+        for group, chosen in method_groups(specs, problems, sampled_limit, seed, name in greedy_only):
+            records += evaluate(chosen, group, backend, fmt, search_config, sandbox, grader, scorer, out_dir,
+                                benchmark=name, trees=trees, progress=progress)
     rows = summarize(records)
     write_summary(Path(out_dir) / "summary.json", rows)
     plot_accuracy_vs_tokens(rows, Path(out_dir) / PLOT_NAME)
@@ -165,6 +191,9 @@ def run_suite(
     *,
     trees: str | Path | None = None,
     progress: bool = True,
+    sampled_limit: int | None = None,
+    seed: int = 0,
+    greedy_only: Iterable[str] = (),
 ) -> list[dict]:
     """``evaluate_suite`` with the step format, sandbox and grader built around ``backend``
     (None when only offline methods run: they generate nothing)."""
@@ -181,7 +210,8 @@ def run_suite(
                 sandbox = stack.enter_context(Sandbox(sandbox_config, hide=hide))
             grader = stack.enter_context(Grader())
         return evaluate_suite(suite, specs, backend, fmt, search_config, sandbox, grader, scorer, out_dir,
-                              trees=trees, progress=progress)
+                              trees=trees, progress=progress, sampled_limit=sampled_limit, seed=seed,
+                              greedy_only=greedy_only)
 
 
 def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_dir: str | Path,
@@ -201,7 +231,9 @@ def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_
     if unserved:
         log.warning("no %s yet: skipping %s", kind.upper(), ", ".join(unserved))
         specs = [s for s in specs if s.name not in unserved]
-    suite = load_suite(config.eval.benchmarks, limit=config.eval.limit, seed=config.eval.seed)
+    ev = config.eval
+    suite = load_suite([*ev.benchmarks, *ev.greedy_benchmarks], limit=ev.limit, seed=ev.seed)
+    greedy_only = {label(name) for name in ev.greedy_benchmarks}
     out_dir = Path(out_dir)
     with ExitStack() as stack:
         scorer = None
@@ -209,7 +241,9 @@ def evaluate_models(config: ExperimentConfig, policy: str, ppm: str | None, out_
             loaded = load_scorer(resolve_model(ppm), kind=kind, device=scorer_device)
             stack.callback(loaded.close)
             scorer = {kind: loaded, GUIDE: loaded}  # the round's reward model (of its kind) guides too
-        backend = engines.get_backend(policy, config.engine) if any(s.generates for s in specs) else None
-        rows = run_suite(suite, specs, backend, config.eval_search, config.sandbox, scorer, out_dir, progress=False)
+        generates = greedy_only or any(s.generates for s in specs)
+        backend = engines.get_backend(policy, config.engine) if generates else None
+        rows = run_suite(suite, specs, backend, config.eval_search, config.sandbox, scorer, out_dir, progress=False,
+                         sampled_limit=ev.sampled_limit, seed=ev.seed, greedy_only=greedy_only)
     artifacts = {"summary": str(out_dir / "summary.json"), "plot": str(out_dir / PLOT_NAME), "records": str(out_dir)}
     return flat_metrics(rows) | {"artifacts": artifacts}

@@ -40,6 +40,7 @@ TREES_FINAL = "trees-final.jsonl"  # the same with the hard problems' extra roll
 TREES_EXTRA = "trees-final.partial.jsonl"  # extra_rollouts' trees as each finishes (resume; removed at the end)
 BUCKETS = "buckets.jsonl"
 SFT_DATA = "sft.jsonl"
+SFT_UNION = "sft-all-rounds.jsonl"  # rounds 1..k's SFT data, when a round trains on all of it (sft_data: all_rounds)
 PAIRS = "pairs.jsonl"  # PPM and ORM training pairs
 STEP_LABELS = "step-labels.jsonl"  # PRM, PQM and value-head step labels
 POLICY = "policy"  # model directories
@@ -370,22 +371,39 @@ def bucket(ctx: RoundContext) -> dict:
     counts = bucket_counts(trees)
     per_problem = {t.problem_id: bucket_of(t) for t in trees}
     write_jsonl(ctx.path(BUCKETS), ({"problem_id": k, "bucket": v} for k, v in per_problem.items()))
-    return {**counts, "problems": len(trees), "artifacts": {"buckets": str(ctx.path(BUCKETS))}}
+    return {**counts, "solved": counts["easy"] + counts["medium"], "problems": len(trees),
+            "artifacts": {"buckets": str(ctx.path(BUCKETS))}}
 
 
 def select_sft(ctx: RoundContext) -> dict:
-    """Top-2 trajectories per solved problem; a round that solved nothing keeps its policy."""
+    """Top-2 trajectories per solved problem; a round that solved nothing keeps its policy. Also
+    what the data is (``training.sft_stats``): its size, length in the policy's tokens, share of
+    distinct solutions and, on demo problems, the share right only through a wrong step."""
     from training import TrainingInputError
     from training.sft_data import make_sft_data
+    from training.sft_stats import sft_stats
 
     out = ctx.path(SFT_DATA)
+    fmt = _policy_format(ctx)
     try:
-        info = make_sft_data(ctx.path(TREES_FINAL), out, _policy_format(ctx), top_k=2)
+        make_sft_data(ctx.path(TREES_FINAL), out, fmt, top_k=2, near_duplicates=ctx.config.sft_dedup)
     except TrainingInputError as err:
         log.warning("round %d: %s", ctx.round, err)
         write_jsonl(out, [])
-        return {"sft_examples": 0, "sft_problems": 0, "artifacts": {"sft": str(out)}}
-    return {"sft_examples": info["examples"], "sft_problems": info["problems"], "artifacts": {"sft": str(out)}}
+    problems = {p.id: p for p in training_problems(ctx.config)}
+    split = fmt.split if fmt.name == "natural" else None  # the step checker reads natural-language arithmetic
+    stats = sft_stats(read_jsonl(out), problems, split, _token_counter(ctx))
+    return stats | {"artifacts": {"sft": str(out)}}
+
+
+def _token_counter(ctx: RoundContext) -> Callable[[str], int]:
+    """Tokens of a text by the round's policy's tokenizer."""
+    from transformers import AutoTokenizer
+
+    from evomath.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(ctx.policy)))
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def reward_data(ctx: RoundContext) -> dict:
@@ -455,17 +473,40 @@ def train_policy(ctx: RoundContext) -> dict:
     from training.sft import train_sft
     from training.value_head import train_value_head
 
-    if _is_empty(ctx.path(SFT_DATA)):
+    data = policy_data(ctx)
+    if _is_empty(data):
         return {"policy_trained": 0, "artifacts": {}}
     engines.release()
     base = resolve_model(ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy)
     if ctx.config.reward_model == "value" and not _is_empty(ctx.path(STEP_LABELS)):
         config = ctx.config.value.model_copy(update={"bf16": ctx.config.sft.bf16})
-        metrics = train_value_head(ctx.path(SFT_DATA), ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
+        metrics = train_value_head(data, ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
                                    overwrite=True, step_format=ctx.config.search.step_format)
     else:
-        metrics = train_sft(ctx.path(SFT_DATA), base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
-    return {"policy_trained": 1} | _numbers(metrics) | {"artifacts": {"policy": str(ctx.path(POLICY))}}
+        metrics = train_sft(data, base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
+    return {"policy_trained": 1, "policy_examples": sum(1 for _ in read_jsonl(data))} | _numbers(metrics) | {
+        "artifacts": {"policy": str(ctx.path(POLICY))}}
+
+
+def sft_sources(ctx: RoundContext) -> list[Path]:
+    """The SFT files a round's policy trains on: its own, or rounds 1..k's (``sft_data: all_rounds``)."""
+    if ctx.config.sft_data == "round":
+        return [ctx.path(SFT_DATA)]
+    return [round_dir(ctx.config, j) / SFT_DATA for j in range(1, ctx.round)] + [ctx.path(SFT_DATA)]
+
+
+def policy_data(ctx: RoundContext) -> Path:
+    """The round's own SFT file, or the union of every round's so far written to ``SFT_UNION`` (a
+    row selected again in a later round, the same prompt and completion, counts once)."""
+    sources = sft_sources(ctx)
+    if len(sources) == 1:
+        return sources[0]
+    rows = {}
+    for path in sources:
+        for row in read_jsonl(path) if path.exists() else ():
+            rows.setdefault((row["prompt"], row["completion"]), row)
+    write_jsonl(ctx.path(SFT_UNION), rows.values())
+    return ctx.path(SFT_UNION)
 
 
 def train_reward(ctx: RoundContext) -> dict:
@@ -501,11 +542,15 @@ def round_models(ctx: RoundContext) -> tuple[str, str | None]:
 
 
 def evaluate(ctx: RoundContext, policy: str | None = None, ppm: str | None = None) -> dict:
-    """The round's policy (and PPM) on the configured benchmarks and methods."""
+    """The round's policy (and PPM) on the configured benchmarks and methods (the greedy-only ones in
+    the rounds ``eval.greedy_rounds`` names)."""
     from evaluation.run import evaluate_models
 
     new_policy, new_ppm = round_models(ctx)
-    planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config)})
+    ev = ctx.config.eval
+    if ev.greedy_rounds is not None and ctx.round not in ev.greedy_rounds:
+        ev = ev.model_copy(update={"greedy_benchmarks": []})
+    planned = ctx.config.model_copy(update={"engine": engine_config(ctx.config), "eval": ev})
     return evaluate_models(planned, policy or new_policy, ppm or new_ppm, ctx.path(EVAL),
                            scorer_device=device_plan(ctx.config).scorer_device, kind=ctx.config.reward_model)
 
@@ -527,11 +572,14 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("generate", generate, (), (TREES,), (("problems", "problems"), ("solve_rate", "solve_rate"),
                                                ("generated_tokens", "generated_tokens")), progress="generation"),
     Stage("extra_rollouts", extra_rollouts, (TREES,), (TREES_FINAL,), (("rescued", "rescued"),)),
-    Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,), (("easy", "easy"), ("medium", "medium"), ("hard", "hard"))),
-    Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,), (("sft_examples", "sft_examples"),)),
+    Stage("bucket", bucket, (TREES_FINAL,), (BUCKETS,),
+          (("easy", "easy"), ("medium", "medium"), ("hard", "hard"), ("solved", "solved"))),
+    Stage("select_sft", select_sft, (TREES_FINAL,), (SFT_DATA,),
+          (("sft_examples", "sft_examples"), ("sft_avg_tokens", "sft_avg_tokens"),
+           ("sft_distinct_share", "sft_distinct_share"), ("sft_wrong_step_share", "sft_wrong_step_share"))),
     Stage("reward_data", reward_data, (TREES_FINAL,), (PAIRS, STEP_LABELS),
           (("pairs", "ppm_pairs"), ("labelled_steps", "labelled_steps"))),
-    Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY,), (("train_loss", "sft_loss"),)),
+    Stage("train_policy", train_policy, (SFT_DATA, STEP_LABELS), (POLICY, SFT_UNION), (("train_loss", "sft_loss"),)),
     Stage("train_reward", train_reward, (PAIRS, STEP_LABELS, POLICY), (PPM,),
           (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"),
            ("heldout_step_accuracy", "step_accuracy"))),
@@ -548,7 +596,12 @@ def _numbers(metrics: dict) -> dict:
 
 
 def stage_inputs(ctx: RoundContext, stage: str) -> list[Path]:
-    return [ctx.path(name) for name in REGISTRY[stage].inputs]
+    """The files a stage's key hashes: its inputs in the round, and for a policy trained on every
+    round's data, the earlier rounds' SFT files."""
+    paths = [ctx.path(name) for name in REGISTRY[stage].inputs]
+    if stage == "train_policy":
+        paths += [path for path in sft_sources(ctx) if path not in paths]
+    return paths
 
 
 def stage_key(ctx: RoundContext, stage: str) -> str:
@@ -633,11 +686,17 @@ def evaluate_base(config: ExperimentConfig) -> dict:
     return run_stage(base_context(config), "evaluate")
 
 
+# What the loop produced in a round, as recorded by its stages: (stage, metric).
+PRODUCED = (("bucket", "solved"), ("select_sft", "sft_examples"), ("select_sft", "sft_avg_tokens"),
+            ("select_sft", "sft_distinct_share"), ("select_sft", "sft_wrong_step_share"))
+
+
 def recorded_round(config: ExperimentConfig, k: int) -> dict:
     """What round k left on disk, for reports and plots: its evaluation summary rows, bucket
-    counts and minutes per stage (round 0 is the base model's evaluation)."""
+    counts, what its loop produced (``PRODUCED``) and minutes per stage (round 0 is the base
+    model's evaluation)."""
     directory = round_dir(config, k)
-    minutes, buckets = {}, {}
+    minutes, buckets, produced = {}, {}, {}
     for stage in STAGES:
         record = stage_record(directory, stage)
         if record.exists():
@@ -645,9 +704,10 @@ def recorded_round(config: ExperimentConfig, k: int) -> dict:
             minutes[stage] = metrics.get("stage_seconds", 0.0) / 60
             if stage == "bucket":
                 buckets = {b: metrics[b] for b in ("easy", "medium", "hard") if b in metrics}
+            produced |= {metric: metrics[metric] for where, metric in PRODUCED if where == stage and metric in metrics}
     summary = directory / EVAL / "summary.json"
     rows = json.loads(summary.read_text()) if summary.exists() else []
-    return {"round": k, "summary": rows, "buckets": buckets, "minutes": minutes}
+    return {"round": k, "summary": rows, "buckets": buckets, "produced": produced, "minutes": minutes}
 
 
 def run_evolution(config: ExperimentConfig, on_stage: StageCallback | None = None) -> list[dict]:

@@ -170,6 +170,13 @@ class DataConfig(_Config):
     limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems")
     seed: int = _seed()
 
+    @field_validator("source")
+    @classmethod
+    def _not_the_generalisation_set(cls, source: str) -> str:
+        if source.partition(":")[0] == "demo_phrasing":
+            raise ValueError("demo_phrasing measures generalisation to unseen phrasings: never train on it")
+        return source
+
 
 class EvalConfig(_Config):
     """What a round's evaluation runs: benchmarks x methods."""
@@ -177,8 +184,27 @@ class EvalConfig(_Config):
     benchmarks: list[str] = Field(["math500"], min_length=1, description="benchmark names or JSONL paths")
     methods: list[str] = Field(["greedy", "maj@8", "ppm-bon@8"], min_length=1,
                                description="evaluation methods (evomath evaluate --help lists them)")
-    limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems per benchmark")
+    limit: int | None = Field(None, ge=1, description="a seeded random subset of this many problems per benchmark: "
+                              "what greedy runs on, and the other methods unless sampled_limit says fewer")
+    sampled_limit: int | None = Field(
+        None, ge=1, description="every method but greedy (sampling, beam search, MCTS, offline re-selection) runs on "
+        "a seeded subset of this many of those problems: greedy costs one chain a problem, so it can afford the "
+        "problems that resolve a few points; None: the same problems as greedy")
+    greedy_benchmarks: list[str] = Field(
+        [], description="benchmarks evaluated with greedy alone, on limit problems (a generalisation check at the "
+        "cost of one chain a problem)")
+    greedy_rounds: list[int] | None = Field(
+        None, description="the rounds whose evaluation adds greedy_benchmarks (0: the base model), e.g. [0, 4] "
+        "for the base model against the last round; None: every round")
     seed: int = _seed()
+
+    @field_validator("greedy_benchmarks")
+    @classmethod
+    def _greedy_only_once(cls, names: list[str], info) -> list[str]:
+        both = set(names) & set(info.data.get("benchmarks", []))
+        if both:
+            raise ValueError(f"{', '.join(sorted(both))}: in benchmarks already (every method runs there)")
+        return names
 
 
 class ExperimentConfig(_Config):
@@ -197,6 +223,12 @@ class ExperimentConfig(_Config):
     sft_from: Literal["previous", "base"] = Field(
         "previous", description="fine-tune the previous round's policy, or the base model each round"
     )
+    sft_data: Literal["round", "all_rounds"] = Field(
+        "round", description="what a round's policy trains on: its own selected trajectories, or the union of "
+        "rounds 1..k's (rStar trains each round's policy from the base model on all data so far: with sft_from: base)")
+    sft_dedup: bool = Field(False, description="count near-identical trajectories (the same text but for case, "
+                            "punctuation and spacing) once when choosing a problem's top 2; the next in rank "
+                            "takes the place")
     reward_model: Literal["ppm", "prm", "value", "orm", "pqm"] = Field(
         "ppm", description="the reward model that guides search (PPM-augmented MCTS from ppm_from_round, step beam "
         "search, MCTS evaluation): rStar's PPM, Math-Shepherd's PRM, AlphaMath's value head, rStar's ORM or PQM")

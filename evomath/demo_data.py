@@ -200,9 +200,10 @@ def _write(rng: random.Random, n_ops: int) -> _Story:
     return story
 
 
-def _true_values(skeleton: Sequence[tuple]) -> tuple[list[int], list[int]]:
+def true_values(skeleton: Sequence[tuple]) -> tuple[list[int], list[int]]:
     """(the numbers a solution may take from the problem, the values it computes on the way), replayed
-    from the arithmetic skeleton: what the exact step checker (``check_steps``) compares against."""
+    from the arithmetic skeleton: what the exact step checker (``check_step``) compares against.
+    ``("times", k)`` (k times as many) is the phrasing family's (``evomath.demo_phrasing``) only."""
     given: list[int] = []
     values: list[int] = []
     value = 0
@@ -226,6 +227,10 @@ def _true_values(skeleton: Sequence[tuple]) -> tuple[list[int], list[int]]:
             given += args
             value //= args[0]
             values.append(value)
+        elif kind == "times":
+            given += args
+            value *= args[0]
+            values.append(value)
         else:  # pack: a product, then a sum
             given += args
             values += [args[0] * args[1], value + args[0] * args[1]]
@@ -244,12 +249,14 @@ def _problem(story: _Story, question: str, pid: str, n_ops: int) -> Problem:
     last = f"\n# Step {len(program) + 1}: Print the final answer.\nprint({story.result_var})\n{END_CODE}"
     program.append(code.with_output(last, answer))
     program.append(f"{ANSWER}The answer is \\boxed{{{answer}}}.{END_ANSWER}")
-    given, values = _true_values(story.skeleton)
+    given, values = true_values(story.skeleton)
     meta = {"ops": n_ops, "reference_steps": steps, "reference_program": program, "given": given, "values": values}
     return Problem(pid, question, answer, meta)
 
 
-def _is_test(skeleton: Sequence[tuple]) -> bool:
+def held_out(skeleton: Sequence[tuple]) -> bool:
+    """Does this arithmetic (operations and numbers) belong to the held-out side? No training
+    problem has a held-out skeleton, whatever its wording."""
     digest = hashlib.sha1(repr(list(skeleton)).encode()).digest()
     return digest[0] % TEST_SHARE == 0
 
@@ -270,7 +277,7 @@ def demo_problems(split: str, n: int, seed: int = 0, ops: tuple[int, ...] = (1, 
         n_ops = ops[len(problems) % len(ops)]
         story = _write(rng, n_ops)
         question = " ".join(story.sentences) + " " + _question(rng, story)
-        if _is_test(story.skeleton) != (split == "test") or question in seen:
+        if held_out(story.skeleton) != (split == "test") or question in seen:
             continue
         seen.add(question)
         problems.append(_problem(story, question, f"demo_{split}-{len(problems)}", n_ops))

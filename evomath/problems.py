@@ -37,31 +37,38 @@ class BenchmarkSpec:
 
 
 # Held-out demo problems: enough to resolve a few points (a 95% interval of about +-3 points at 1000),
-# and a smaller split is a prefix of this one.
+# and a smaller split is a prefix of this one. The phrasing family (generalisation, never trained on)
+# is as large.
 DEMO_TEST_SIZE = 1000
+DEMO_SIZES = {"demo_train": 2000, "demo_test": DEMO_TEST_SIZE, "demo_phrasing": DEMO_TEST_SIZE}
+DEMO_MAX_OPS = {"demo_train": 4, "demo_test": 4, "demo_phrasing": 2}
 
 
-def _demo(split: str, n: int, ops: tuple[int, ...] = (1, 2, 3, 4)) -> Callable[[], list[Problem]]:
-    def generate() -> list[Problem]:
-        from evomath.demo_data import demo_problems  # generated on first use
+def _demo(name: str, ops: tuple[int, ...] | None = None) -> Callable[[], list[Problem]]:
+    def generate() -> list[Problem]:  # generated on first use
+        if name == "demo_phrasing":
+            from evomath.demo_phrasing import phrasing_problems
 
-        return demo_problems(split, n, ops=ops)
+            return phrasing_problems(DEMO_SIZES[name], ops=ops or (1, 2))
+        from evomath.demo_data import demo_problems
+
+        return demo_problems(name.removeprefix("demo_"), DEMO_SIZES[name], ops=ops or (1, 2, 3, 4))
 
     return generate
 
 
 def _demo_ops(name: str) -> BenchmarkSpec | None:
-    """``demo_train:1-2`` / ``demo_test:1-2``: the demo split restricted to 1..2 operations."""
+    """``demo_train:1-2`` / ``demo_test:1-2`` / ``demo_phrasing:1``: a generated set restricted to
+    that many operations."""
     base, _, span = name.partition(":")
-    spec = BENCHMARKS.get(base)
-    if not span or base not in ("demo_train", "demo_test"):
+    if not span or base not in DEMO_SIZES:
         return None
+    top = DEMO_MAX_OPS[base]
     low, _, high = span.partition("-")
-    if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= 4):
-        raise InputError(f"benchmark {name!r}: operations must be a range within 1-4, like {base}:1-2")
+    if not (low.isdigit() and (high or low).isdigit() and 1 <= int(low) <= int(high or low) <= top):
+        raise InputError(f"benchmark {name!r}: operations must be a range within 1-{top}, like {base}:1-2")
     ops = tuple(range(int(low), int(high or low) + 1))
-    n = 2000 if base == "demo_train" else DEMO_TEST_SIZE
-    return BenchmarkSpec(name, f"{spec.description}, {span} operations", generate=_demo(base[5:], n, ops))
+    return BenchmarkSpec(name, f"{BENCHMARKS[base].description}, {span} operations", generate=_demo(base, ops))
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -73,8 +80,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("math_train", "MATH train, 7500 problems (2 without answers skipped)", "math_train/train.jsonl"),
         BenchmarkSpec("aime24", "AIME 2024, 30 problems", "aime24/test.jsonl"),
         BenchmarkSpec("amc23", "AMC 2023, 40 problems", "amc23/test.jsonl"),
-        BenchmarkSpec("demo_train", "generated arithmetic word problems, 1-4 operations", generate=_demo("train", 2000)),
-        BenchmarkSpec("demo_test", "held-out generated arithmetic word problems", generate=_demo("test", DEMO_TEST_SIZE)),
+        BenchmarkSpec("demo_train", "generated arithmetic word problems, 1-4 operations", generate=_demo("demo_train")),
+        BenchmarkSpec("demo_test", "held-out generated arithmetic word problems", generate=_demo("demo_test")),
+        BenchmarkSpec("demo_phrasing", "held-out arithmetic word problems, 1-2 operations, in sentence shapes the "
+                      "demo generator never writes (generalisation; never trained on)", generate=_demo("demo_phrasing")),
     ]
 }
 

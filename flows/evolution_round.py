@@ -12,6 +12,7 @@ import hashlib
 from prefect import flow
 
 from evolution import stages
+from evolution.regressions import round_regressions
 from evolution.stages import STAGES, RoundContext
 from evomath import engines
 from evomath.config import ExperimentConfig
@@ -63,7 +64,10 @@ def evolution_round(
         row = reports.round_row(ctx, results)
         tracker.log_metrics(run_id, row)
         versions = stage_tasks.register(ctx, run_id, row["score"])
+        fell_back = round_regressions(config, round)
         reports.post_round_report(ctx, row, versions, run_id, tracker.run_url(run_id), tracker.uri,
-                                  reports.time_rows(results))
+                                  reports.time_rows(results), fell_back)
     print(f"round {round}: " + ", ".join(f"{k}={reports.format_value(v)}" for k, v in row.items()))
+    for line in fell_back:
+        print(f"round {round} regressed: {line}")
     return row

@@ -32,15 +32,24 @@ def round_score(rows: Sequence[Mapping]) -> float:
     return sum(r["accuracy"] for r in rows) / len(rows) if rows else 0.0
 
 
+def interval_text(row: Mapping) -> str:
+    """'[4.0, 8.8] of 400': a summary row's 95% interval in percent, and its problems."""
+    return f"[{100 * row['accuracy_low']:.1f}, {100 * row['accuracy_high']:.1f}] of {row['problems']}"
+
+
 def round_row(ctx: RoundContext, results: Mapping[str, Mapping]) -> dict:
-    """The round's headline: selected stage metrics, accuracy per benchmark/method, score, seconds."""
+    """The round's headline: selected stage metrics, accuracy per benchmark/method with its 95%
+    interval, score, seconds."""
     row: dict = {"round": ctx.round}
     for (stage, metric), column in HEADLINE.items():
         value = results.get(stage, {}).get(metric)
         if isinstance(value, (int, float)):
             row[column] = value
     evaluated = eval_rows(ctx)
-    row |= {f"{r['benchmark']}/{r['method']}": r["accuracy"] for r in evaluated}
+    for r in evaluated:
+        row[f"{r['benchmark']}/{r['method']}"] = r["accuracy"]
+        if "accuracy_low" in r:  # text, so the table shows it and MLflow (numbers only, per stage) skips it
+            row[f"{r['benchmark']}/{r['method']} 95%"] = interval_text(r)
     row["score"] = round_score(evaluated)
     row["seconds"] = sum(r.get("stage_seconds", 0.0) for r in results.values())
     return row
@@ -78,9 +87,11 @@ def _run_link(run_url: str | None, run_id: str, tracking_uri: str) -> str:
 
 
 def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, str], run_id: str,
-                      run_url: str | None, tracking_uri: str, times: Sequence[Mapping] = ()) -> None:
+                      run_url: str | None, tracking_uri: str, times: Sequence[Mapping] = (),
+                      regressions: Sequence[str] = ()) -> None:
     """The round's summary table and a markdown report linking its MLflow run (and, given
-    ``time_rows``, where its time went)."""
+    ``time_rows``, where its time went; given ``evolution.regressions`` lines, that it fell back
+    and what its loop produced beside the round before's)."""
     create_table_artifact(
         [{"metric": k, "value": format_value(v)} for k, v in row.items()],
         key=artifact_key(ctx.config, "round", ctx.round, "summary"),
@@ -92,6 +103,7 @@ def post_round_report(ctx: RoundContext, row: Mapping, versions: Mapping[str, st
         _run_link(run_url, run_id, tracking_uri),
         f"Generated with `{ctx.policy}`" + (f", PPM `{ctx.ppm}`" if ctx.ppm else "") + f"; files in `{ctx.dir}`.",
         f"Registered: {models or 'nothing'}.",
+        *(["## Regressed", "\n".join(f"- {line}" for line in regressions)] if regressions else []),
         _markdown_table([row]),
         *(["## Where the time went (seconds)", _markdown_table(times)] if times else []),
     ])

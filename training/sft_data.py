@@ -15,26 +15,30 @@ from tqdm import tqdm
 from evomath.files import write_jsonl
 from evomath.tree import Tree, read_trees
 from training import TrainingInputError
-from training.trajectories import Trajectory, answered_trajectories, rank_key
+from training.trajectories import Trajectory, answered_trajectories, normalise, rank_key
 
 
-def best_correct(tree: Tree, top_k: int = 2) -> list[Trajectory]:
-    """The tree's top ``top_k`` correct, error-free trajectories; identical step lists count once."""
+def best_correct(tree: Tree, top_k: int = 2, near_duplicates: bool = False) -> list[Trajectory]:
+    """The tree's top ``top_k`` correct, error-free trajectories; identical step lists count once, and
+    with ``near_duplicates`` so do solutions whose texts differ only in case, punctuation and spacing
+    (``normalise``): the next one in rank takes the place, so the data holds more distinct solutions."""
+    def key(traj: Trajectory):
+        return normalise("".join(traj.steps)) if near_duplicates else traj.steps
+
     ranked = sorted((t for t in answered_trajectories(tree) if t.correct and not t.code_error), key=rank_key)
-    chosen: list[Trajectory] = []
+    chosen: dict = {}
     for traj in ranked:
         if len(chosen) == top_k:
             break
-        if all(traj.steps != other.steps for other in chosen):
-            chosen.append(traj)
-    return chosen
+        chosen.setdefault(key(traj), traj)
+    return list(chosen.values())
 
 
-def select_sft(trees: Iterable[Tree], fmt, top_k: int = 2) -> list[dict]:
+def select_sft(trees: Iterable[Tree], fmt, top_k: int = 2, near_duplicates: bool = False) -> list[dict]:
     """SFT rows ``{prompt, completion, problem_id, avg_q, min_q}``; problems with no correct trajectory add none."""
     rows = []
     for tree in trees:
-        for traj in best_correct(tree, top_k):
+        for traj in best_correct(tree, top_k, near_duplicates):
             prompt, completion = fmt.render(tree.question, list(traj.steps))
             rows.append(
                 {
@@ -48,10 +52,11 @@ def select_sft(trees: Iterable[Tree], fmt, top_k: int = 2) -> list[dict]:
     return rows
 
 
-def make_sft_data(trees_path: str | Path, out_path: str | Path, fmt, top_k: int = 2, progress: bool = False) -> dict:
+def make_sft_data(trees_path: str | Path, out_path: str | Path, fmt, top_k: int = 2, progress: bool = False,
+                  near_duplicates: bool = False) -> dict:
     """Select from a trees file and write the SFT JSONL atomically; an empty selection is an error."""
     trees = list(read_trees(trees_path))
-    rows = select_sft(tqdm(trees, desc="SFT data", unit="tree", disable=not progress), fmt, top_k)
+    rows = select_sft(tqdm(trees, desc="SFT data", unit="tree", disable=not progress), fmt, top_k, near_duplicates)
     if not rows:
         raise TrainingInputError(
             f"{trees_path}: no correct, error-free trajectory in {len(trees)} trees, so there is nothing to "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from evomath.tree import Node, Tree
@@ -39,3 +40,9 @@ def answered_trajectories(tree: Tree) -> list[Trajectory]:
 def rank_key(traj: Trajectory) -> tuple[float, float, int]:
     """Best first: higher average Q, then higher minimum Q, then the earlier node (deterministic)."""
     return (-traj.avg_q, -traj.min_q, traj.leaf.id)
+
+
+def normalise(text: str) -> str:
+    """A solution's text with case, punctuation and spacing dropped, its words, numbers and arithmetic
+    kept: near-identical solutions (another full stop, a capital, a blank line) compare equal."""
+    return " ".join(re.sub(r"[^0-9a-z+\-*/=]+", " ", text.lower()).split())

@@ -240,15 +240,19 @@ def test_summarize_columns_and_table():
     rows = summarize(records)
     assert [r["method"] for r in rows] == ["greedy", "maj@8"]
     maj = rows[1]
+    low, high = maj.pop("accuracy_low"), maj.pop("accuracy_high")
+    assert (low, high) == pytest.approx((0.0945, 0.9055), abs=1e-4)  # Wilson's 95% interval of 1 in 2
     assert maj == dict(benchmark="b", method="maj@8", problems=2, accuracy=0.5, seconds_per_question=2.0,
                        avg_steps=3.0, avg_solutions=7.0, tokens_per_question=700.0, pass_at_k=1.0)
+    rows[1] |= {"accuracy_low": low, "accuracy_high": high}
     table = format_table(rows).splitlines()
-    assert table[0].split() == ["benchmark", "method", "n", "accuracy", "s/question", "steps", "solutions",
+    assert table[0].split() == ["benchmark", "method", "n", "accuracy", "95%", "s/question", "steps", "solutions",
                                 "tokens/q", "pass@k"]
-    assert table[3].split() == ["b", "maj@8", "2", "50.0%", "2.00", "3.0", "7.0", "700", "100.0%"]
+    assert table[3].split() == ["b", "maj@8", "2", "50.0%", "[9.5%,90.5%]", "2.00", "3.0", "7.0", "700", "100.0%"]
     assert len({len(line) for line in table[:2]}) == 1  # header as wide as the rule
     metrics = flat_metrics(rows)
-    assert metrics["b/maj_at_8/accuracy"] == 0.5 and metrics["b/greedy/pass_at_k"] == 0.5 and len(metrics) == 14
+    assert metrics["b/maj_at_8/accuracy"] == 0.5 and metrics["b/greedy/pass_at_k"] == 0.5 and len(metrics) == 18
+    assert metrics["b/maj_at_8/accuracy_low"] == low
 
 
 def test_plots_are_pngs(tmp_path):
@@ -427,6 +431,34 @@ def test_evaluate_suite_writes_summary_and_plot(tmp_path):
     assert (tmp_path / "accuracy_vs_tokens.png").read_bytes().startswith(PNG)
 
 
+def test_greedy_runs_on_every_problem_the_sampled_methods_on_a_subset(tmp_path):
+    problems = [Problem(f"p{i}", f"q{i}", "5") for i in range(8)]
+    suite = {"held-out": problems, "phrasing": problems[:6]}
+    backend = FakeBackend()
+    rows = evaluate_suite(suite, "greedy,maj@4,pass@4", backend, FakeFormat(), CONFIG, None, FakeGrader(),
+                          out_dir=tmp_path, progress=False, sampled_limit=3, seed=1, greedy_only=["phrasing"])
+    assert [(r["benchmark"], r["method"], r["problems"]) for r in rows] == [
+        ("held-out", "greedy", 8), ("held-out", "maj@4", 3), ("held-out", "pass@4", 3), ("phrasing", "greedy", 6)]
+    greedy = {r["problem_id"] for r in read_jsonl(tmp_path / "held-out" / "greedy.jsonl")}
+    sampled_ids = [r["problem_id"] for r in read_jsonl(tmp_path / "held-out" / "maj@4.jsonl")]
+    assert sampled_ids == [r["problem_id"] for r in read_jsonl(tmp_path / "held-out" / "pass@4.jsonl")]
+    assert set(sampled_ids) < greedy  # the same subset for both sampled methods, inside greedy's problems
+    assert all(r["accuracy_low"] <= r["accuracy"] <= r["accuracy_high"] for r in rows)
+
+
+def test_method_groups():
+    from evaluation.run import method_groups
+
+    specs = parse_methods("greedy,maj@8,mcts@2,offline-q")
+    problems = list(range(10))
+    assert method_groups(specs, problems) == [(specs, problems)]
+    assert method_groups(specs, problems, sampled_limit=10) == [(specs, problems)]
+    (greedy, everything), (rest, some) = method_groups(specs, problems, sampled_limit=4)
+    assert greedy == specs[:1] and everything == problems and rest == specs[1:] and len(some) == 4
+    assert method_groups(specs[1:], problems, sampled_limit=4) == [(specs[1:], some)]
+    assert [[m.name for m in g] for g, _ in method_groups(specs[1:], problems, greedy_only=True)] == [["greedy"]]
+
+
 # --- the command line refuses bad input before starting an engine --------------------------------
 def test_cli_unknown_benchmark_and_method(capsys):
     assert main(["evaluate", "--benchmark", "nope", "--methods", "greedy"]) == 2
@@ -487,3 +519,27 @@ def test_evaluate_models_is_the_stage(tmp_path, monkeypatch, caplog):
     assert metrics["demo_test/maj_at_2/avg_solutions"] == 2.0
     assert json.loads((tmp_path / "summary.json").read_text())[0]["problems"] == 2
     assert metrics["artifacts"]["plot"] == str(tmp_path / "accuracy_vs_tokens.png")
+
+
+def test_evaluate_models_takes_each_methods_problem_count_from_the_config(tmp_path, monkeypatch):
+    from evaluation.run import evaluate_models
+    from evomath import engines
+    from evomath.config import EvalConfig, ExperimentConfig
+
+    monkeypatch.setattr(engines, "get_backend", lambda model, cfg: BoxingBackend())
+    config = ExperimentConfig(
+        eval=EvalConfig(benchmarks=["demo_test:1-2"], greedy_benchmarks=["demo_phrasing:1-2"],
+                        methods=["greedy", "maj@2"], limit=12, sampled_limit=4),
+        eval_search=SearchConfig(step_format="natural", n_samples=2),
+    )
+    metrics = evaluate_models(config, "some-policy", None, tmp_path)
+    assert metrics["demo_test:1-2/greedy/problems"] == 12 and metrics["demo_test:1-2/maj_at_2/problems"] == 4
+    assert metrics["demo_phrasing:1-2/greedy/problems"] == 12 and "demo_phrasing:1-2/maj_at_2/problems" not in metrics
+    assert metrics["demo_test:1-2/greedy/accuracy_high"] > metrics["demo_test:1-2/greedy/accuracy"]
+
+
+def test_a_benchmark_is_greedy_only_or_not():
+    from evomath.config import EvalConfig
+
+    with pytest.raises(ValueError, match="in benchmarks already"):
+        EvalConfig(benchmarks=["demo_test"], greedy_benchmarks=["demo_test"])

@@ -89,6 +89,17 @@ def test_identical_step_lists_count_once():
     assert [row["completion"] for row in select_sft([tree], FMT)] == ["same|end", "other|end"]
 
 
+def test_near_identical_solutions_count_once_when_asked():
+    """'12 + 5 = 17.' and '12 + 5 = 17!' are one solution to the dedup; the third in rank takes the place."""
+    tree = Tree("p4", "q", "7")
+    for text, q in (("Tom has 12 + 5 = 17.", 0.9), ("tom has 12 + 5 = 17!", 0.8), ("So 17 - 5 = 12 back.", 0.1)):
+        answer(tree, step(tree, tree.root, text, q), "end", 1.0, True)
+    assert [row["completion"] for row in select_sft([tree], FMT)] == ["Tom has 12 + 5 = 17.|end",
+                                                                     "tom has 12 + 5 = 17!|end"]
+    assert [row["completion"] for row in select_sft([tree], FMT, near_duplicates=True)] == [
+        "Tom has 12 + 5 = 17.|end", "So 17 - 5 = 12 back.|end"]
+
+
 def test_problems_without_correct_trajectories_add_nothing_others_keep_order():
     hard = Tree("hard", "q", "7")
     answer(hard, hard.root, "x", -1.0, False)

@@ -28,9 +28,9 @@ def test_recorded_round_reads_stage_records_and_the_eval_summary(tmp_path):
     rows = [{"benchmark": "b", "method": "greedy", "accuracy": 0.25}]
     ctx.path("eval/summary.json").write_text(json.dumps(rows))
     item = stages.recorded_round(cfg, 1)
-    assert item == {"round": 1, "summary": rows, "buckets": {"easy": 1, "medium": 2, "hard": 3},
+    assert item == {"round": 1, "summary": rows, "buckets": {"easy": 1, "medium": 2, "hard": 3}, "produced": {},
                     "minutes": {"generate": 1.5, "bucket": 0.01}}
-    assert stages.recorded_round(cfg, 2) == {"round": 2, "summary": [], "buckets": {}, "minutes": {}}
+    assert stages.recorded_round(cfg, 2) == {"round": 2, "summary": [], "buckets": {}, "produced": {}, "minutes": {}}
 
 
 def _fake_model(path):
@@ -300,3 +300,29 @@ def test_a_stage_reaches_its_fault_point_after_its_record_only(tmp_path, monkeyp
         stages.run_stage(ctx, "bucket")
     assert stages.finished_stage(ctx, "bucket") is not None
     assert stages.run_stage(ctx, "bucket")["problems"] == 1  # recorded: not run again, no fault point
+
+
+def test_a_policy_trained_on_every_rounds_data_reads_and_hashes_them_all(tmp_path, monkeypatch):
+    """sft_data: all_rounds (rStar: each round from the base model on all data so far): round 3 trains
+    on rounds 1-3's rows, a row selected twice counts once, and an earlier round's file is in the key."""
+    import training.sft
+
+    trained = []
+    monkeypatch.setattr(training.sft, "train_sft",
+                        lambda data, base, out, cfg, **kw: trained.append((base, list(read_jsonl(data)))) or {})
+    monkeypatch.setattr("evomath.models.resolve_model", lambda spec: spec)
+    cfg = config(tmp_path, sft_data="all_rounds", sft_from="base", policy="base-model")
+    row = {"prompt": "p", "problem_id": "x", "avg_q": 1.0, "min_q": 1.0}
+    for k, completions in ((1, ["a"]), (2, ["b", "a"]), (3, ["c"])):
+        write_jsonl(stages.round_context(cfg, k).path(stages.SFT_DATA), [row | {"completion": c} for c in completions])
+    ctx = stages.round_context(cfg, 3, policy="round-2-policy")
+    metrics = stages.train_policy(ctx)
+    (base, rows), = trained
+    assert base == "base-model" and [r["completion"] for r in rows] == ["a", "b", "c"]
+    assert metrics["policy_examples"] == 3 and ctx.path(stages.SFT_UNION).exists()
+    key = stages.stage_key(ctx, "train_policy")
+    write_jsonl(stages.round_dir(cfg, 1) / stages.SFT_DATA, [row | {"completion": "z"}])
+    assert stages.stage_key(ctx, "train_policy") != key
+    # the default: the round's own data only, and only its own file in the key
+    own = stages.round_context(config(tmp_path), 3, policy="p")
+    assert stages.stage_inputs(own, "train_policy") == [own.path(stages.SFT_DATA), own.path(stages.STEP_LABELS)]
