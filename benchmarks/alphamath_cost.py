@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=16)
     parser.add_argument("--value", type=Path, default=None,
                         help="a trained reward model of any kind, e.g. a value head (default: a fresh-head PPM)")
-    parser.add_argument("--methods", default=",".join(m[0] for m in METHODS))
+    parser.add_argument("--methods", default=",".join(m[1] for m in METHODS),
+                        help="comma list of evaluation methods: " + ", ".join(f"{m[1]} = {m[0]}" for m in METHODS))
     parser.add_argument("--wait-idle", type=float, default=600, help="wait up to this long for an idle machine per method")
     parser.add_argument("--retries", type=int, default=2, help="run a method again when other processes took > 0.25 cores")
     parser.add_argument("--json", type=Path, default=None)
@@ -78,7 +79,11 @@ def main() -> None:
     scorer = load_scorer(value_dir, kind=None)
     backend = make_backend(config.policy, config.engine, in_process=True)
     fmt = make_format(search.step_format, search.prompt_style, chat=backend.chat_prompt)
-    chosen = [m for m in METHODS if m[0] in args.methods.split(",")]
+    wanted = args.methods.split(",")
+    unknown = set(wanted) - {m[1] for m in METHODS}
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(sorted(unknown))}")
+    chosen = [m for m in METHODS if m[1] in wanted]
     rows = []
     try:
         with Grader() as grader:
