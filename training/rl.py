@@ -329,8 +329,8 @@ def check_rl_inputs(problems, reward_model: str | Path | None, config: RLConfig,
     if not problems:
         raise TrainingInputError("rl: no training problems (an empty problem set or a limit of 0)")
     if fmt.name != "natural":
-        raise InputError(f"rl: step_format {fmt.name!r} runs every step's code before the next one is written, "
-                         "but RL samples whole completions: use step_format natural")
+        raise InputError(f"rl: step_format {fmt.name!r} (search.step_format, --step-format) runs every step's code "
+                         "before the next one is written, but RL samples whole completions: use step_format natural")
     if config.rewards == "process" and reward_model is None:
         raise InputError("rl.rewards is 'process': give the reward model whose step scores are the rewards "
                          "(--reward-model DIR), or set rl.rewards to 'outcome'")

@@ -257,3 +257,68 @@ def test_the_token_budget_ends_the_run(tiny_models, tmp_path):
     config = TINY.model_copy(update={"token_budget": 1})
     metrics = train_rl(TINY_PROBLEMS, policy, prm, tmp_path / "out", config, FMT, progress=False, max_steps=5)
     assert metrics["rl_steps"] == 1 and metrics["saved"] == 1
+
+
+# --- the reinforce stage ------------------------------------------------------------------------
+
+
+def _stage_round(tmp_path, monkeypatch, result: dict, **rl):
+    """Round 1 with an SFT policy and a PRM on disk and ``training.rl.train_rl`` replaced by a fake
+    that writes a model (when ``result`` says saved) and returns ``result``; returns (ctx, calls)."""
+    import training.rl
+    from evolution import stages
+    from evomath.config import DataConfig, SearchConfig
+    from evomath.files import write_jsonl
+
+    write_jsonl(tmp_path / "problems.jsonl", [{"id": "p1", "question": "tom has 3 pens .", "answer": "3"}])
+    cfg = ExperimentConfig(name="unit", run_dir=tmp_path, reward_model="prm",
+                           search=SearchConfig(step_format="natural", prompt_style="bare"),
+                           data=DataConfig(source=str(tmp_path / "problems.jsonl")),
+                           rl=RLConfig(reward_kind="prm", **rl))
+    ctx = stages.round_context(cfg, 1, policy="base")
+    for name in (stages.POLICY, stages.PPM):
+        ctx.path(name).mkdir()
+        (ctx.path(name) / "config.json").write_text("{}")
+    calls = []
+
+    def fake(problems, policy, reward, out, config, fmt, **kwargs):
+        calls.append((problems, policy, reward, out, fmt.name, kwargs["curves"]))
+        if result["saved"]:
+            out.mkdir()
+        return result
+
+    monkeypatch.setattr(training.rl, "train_rl", fake)
+    monkeypatch.setattr("evomath.models.resolve_model", lambda spec: spec)
+    return ctx, calls
+
+
+def test_the_reinforce_stage_trains_the_rounds_sft_policy_with_its_reward_model(tmp_path, monkeypatch):
+    from evolution import stages
+
+    ctx, calls = _stage_round(tmp_path, monkeypatch, {"saved": 1, "stopped": "", "gold_accuracy_last": 0.5},
+                              enabled=True)
+    metrics = stages.reinforce(ctx)
+    [(problems, policy, reward, out, fmt, curves)] = calls
+    assert [p.id for p in problems] == ["p1"] and fmt == "natural"
+    assert (policy, reward, out) == (str(ctx.path(stages.POLICY)), str(ctx.path(stages.PPM)), ctx.path("policy-rl"))
+    assert curves == ctx.path("rl-curves.jsonl")
+    assert metrics["rl_trained"] == 1 and metrics["reward_hacking"] == 0 and metrics["gold_accuracy_last"] == 0.5
+    assert metrics["artifacts"] == {"curves": str(curves), "policy_rl": str(out)}
+    assert stages.round_models(ctx) == (str(out), str(ctx.path(stages.PPM)))  # the RL policy is evaluated
+    assert stages.round_context(ctx.config, 2).policy == str(out)  # and round 2 generates with it
+
+
+def test_a_round_keeps_its_sft_policy_when_rl_is_off_lacks_a_reward_model_or_was_stopped(tmp_path, monkeypatch):
+    from evolution import stages
+
+    ctx, calls = _stage_round(tmp_path / "off", monkeypatch, {"saved": 1, "stopped": ""})
+    assert stages.reinforce(ctx) == {"rl_trained": 0, "artifacts": {}} and calls == []
+    stopped = {"saved": 0, "stopped": "reward hacking at step 6: ..."}
+    ctx, calls = _stage_round(tmp_path / "hacked", monkeypatch, stopped, enabled=True)
+    metrics = stages.reinforce(ctx)
+    assert metrics["rl_trained"] == 0 and metrics["reward_hacking"] == 1 and metrics["stopped"] == stopped["stopped"]
+    assert stages.round_models(ctx)[0] == str(ctx.path(stages.POLICY))
+    ctx, calls = _stage_round(tmp_path / "early", monkeypatch, {"saved": 1, "stopped": ""}, enabled=True)
+    (ctx.path(stages.PPM) / "config.json").unlink()
+    ctx.path(stages.PPM).rmdir()  # round 1 trained no reward model and had none before
+    assert stages.reinforce(ctx) == {"rl_trained": 0, "artifacts": {}} and calls == []
