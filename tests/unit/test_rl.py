@@ -322,3 +322,40 @@ def test_a_round_keeps_its_sft_policy_when_rl_is_off_lacks_a_reward_model_or_was
     (ctx.path(stages.PPM) / "config.json").unlink()
     ctx.path(stages.PPM).rmdir()  # round 1 trained no reward model and had none before
     assert stages.reinforce(ctx) == {"rl_trained": 0, "artifacts": {}} and calls == []
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def test_the_rl_command_refuses_bad_input_in_one_line(tiny_models, tmp_path, capsys):
+    from training.cli import main
+
+    policy, prm = tiny_models
+    common = ["train", "rl", "--policy", str(policy), "--problems", "demo_train:1-2", "--out", str(tmp_path / "o"),
+              "--step-format", "natural", "--prompt-style", "bare"]
+    assert main(common) == 2
+    assert capsys.readouterr().err.strip().endswith("give the reward model whose step scores are the rewards "
+                                                    "(--reward-model DIR), or set rl.rewards to 'outcome'")
+    assert main([*common, "--reward-model", str(prm), "--reward-kind", "ppm"]) == 2
+    assert f"{prm} is a PRM, not a PPM" in capsys.readouterr().err
+    assert main([*common, "--reward-model", str(prm), "--limit", "0"]) == 2
+    assert "rl: no training problems" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_rl_command_relaunches_under_accelerate_on_several_gpus(monkeypatch, capsys):
+    import subprocess
+    import sys
+
+    from training.cli import main
+
+    argv = ["train", "rl", "--policy", "p", "--reward-model", "r", "--problems", "demo_train:1-2", "--out", "o"]
+    launched = []
+    monkeypatch.setattr(sys, "argv", ["evomath", *argv])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(subprocess, "run", lambda command: launched.append(command) or subprocess.CompletedProcess(
+        command, 0))
+    assert main(argv) == 0
+    [command] = launched
+    assert command[:2] == ["accelerate", "launch"] and command[3].endswith("training/accelerate_fsdp.yaml")
+    assert command[4:6] == ["--num_processes", "4"] and command[6:] == ["-m", "training.cli", *argv]
