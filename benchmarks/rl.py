@@ -93,11 +93,12 @@ def rl_arm(args, config, rewards: str, policy: str, reward_model: str) -> dict:
 
 def greedy_correct(args, config, arm: str, policy: str) -> dict[str, bool]:
     """Problem id -> greedy correct on the held-out problems (cached in the arm's records)."""
+    from evaluation.benchmarks import label
     from evaluation.run import evaluate_models
     from evomath import engines
 
     out = args.work / "eval" / arm
-    records = out / args.test / "greedy.jsonl"
+    records = out / label(args.test) / "greedy.jsonl"
     if not phase(records, f"greedy on {args.test_problems} of {args.test} with the {arm} policy"):
         planned = config.model_copy(update={"eval": config.eval.model_copy(update={
             "benchmarks": [args.test], "methods": ["greedy"], "limit": args.test_problems})})
