@@ -1,7 +1,7 @@
 """No RL vs outcome-only RL vs process-reward RL, from the same SFT policy at the same generation cost.
 
     python benchmarks/rl.py --work runs/rl-bench [--config configs/cpu_demo.yaml] \
-        [--policy DIR --reward-model DIR] [--token-budget 40000] [--max-steps 40] [--test-problems 400]
+        [--policy DIR --reward-model DIR] [--token-budget 20000] [--max-steps 30] [--test-problems 400]
 
 Phases, each cached under --work (a rerun resumes; delete a phase's output to redo it):
 
@@ -18,6 +18,14 @@ Phases, each cached under --work (a rerun resumes; delete a phase's output to re
    outcome, process - none and outcome - none over the same problems (``evaluation.stats``).
 
 Writes ``report.json`` and prints the table.
+
+Cost, estimated (not run end to end): one GRPO step of the embedded model with 8 completions of at
+most 64 tokens (507 generated) took 27 s (62.7 CPU-seconds, load average 3 on 2 cores), about 19
+generated tokens/s for the whole step (transformers generation, reference and policy passes,
+backward). At that rate the default budget of 20,000 tokens is ~18 minutes an arm; with the start
+round (~6 minutes, the demo's round 1 without its evaluation) and three greedy runs on 400 problems
+(vLLM, ~1 minute each), ~45-50 minutes on an idle machine. Generation time follows the longest
+completion of a batch, so a policy that does not stop (the base model) costs more per token.
 """
 
 from __future__ import annotations
@@ -143,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reward-model", help="the reward model whose step scores are the process rewards")
     parser.add_argument("--train", default="demo_train:1-2", help="RL problems")
     parser.add_argument("--train-problems", type=int, default=40, help="how many of them (seeded subset)")
-    parser.add_argument("--token-budget", type=int, default=40_000, help="completion tokens each RL arm generates")
-    parser.add_argument("--max-steps", type=int, default=40, help="optimizer steps at most (the lr decays over them)")
+    parser.add_argument("--token-budget", type=int, default=20_000, help="completion tokens each RL arm generates")
+    parser.add_argument("--max-steps", type=int, default=30, help="optimizer steps at most (the lr decays over them)")
     parser.add_argument("--test", default="demo_test:1-2", help="held-out problems")
     parser.add_argument("--test-problems", type=int, default=400, help="how many of them (seeded subset)")
     args = parser.parse_args(argv)
