@@ -44,6 +44,8 @@ SFT_UNION = "sft-all-rounds.jsonl"  # rounds 1..k's SFT data, when a round train
 PAIRS = "pairs.jsonl"  # PPM and ORM training pairs
 STEP_LABELS = "step-labels.jsonl"  # PRM, PQM and value-head step labels
 POLICY = "policy"  # model directories
+POLICY_RL = "policy-rl"  # the policy after the reinforce stage (rl.enabled): the round's policy when present
+RL_CURVES = "rl-curves.jsonl"  # the reinforce stage's per-step log
 PPM = "ppm"  # the round's reward model, of the kind config.reward_model names (a PPM by default)
 EVAL = "eval"
 ProgressFn = Callable[[int, int], None]
@@ -79,8 +81,9 @@ def round_context(config: ExperimentConfig, k: int, policy: str | None = None, p
     chained_policy, chained_ppm = config.policy, None
     for j in range(1, k):
         directory = round_dir(config, j)
-        if (directory / POLICY).is_dir():
-            chained_policy = str(directory / POLICY)
+        for name in (POLICY, POLICY_RL):
+            if (directory / name).is_dir():
+                chained_policy = str(directory / name)
         if (directory / PPM).is_dir():
             chained_ppm = str(directory / PPM)
         elif config.reward_model == "value" and (directory / POLICY / "value_head").is_dir():
@@ -531,13 +534,38 @@ def train_reward(ctx: RoundContext) -> dict:
     return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path(PPM))}}
 
 
-def round_models(ctx: RoundContext) -> tuple[str, str | None]:
-    """The models this round leaves: what it trained, else what it started from. With a value head,
-    the round's reward model is its policy."""
-    policy, ppm = ctx.path(POLICY), ctx.path(PPM)
-    new_policy = str(policy) if policy.is_dir() else ctx.policy
+def reinforce(ctx: RoundContext) -> dict:
+    """Math-Shepherd's step-level RL of the round's SFT policy on its training problems (``rl.enabled``),
+    rewarded by the gold answers and, with ``rl.rewards: process``, by the round's reward model at
+    every step's end (``training.rl``). Off, without a reward model yet (process rewards), or
+    stopped by the reward-hacking guard, the round keeps its SFT policy."""
+    from evomath.models import resolve_model
+    from training.rl import train_rl
+
+    rl = ctx.config.rl
+    policy, reward = round_models(ctx, rl=False)
+    if not rl.enabled or (rl.rewards == "process" and reward is None):
+        return {"rl_trained": 0, "artifacts": {}}
+    engines.release()
+    metrics = train_rl(training_problems(ctx.config), resolve_model(policy), reward, ctx.path(POLICY_RL), rl,
+                       _policy_format(ctx), progress=False, overwrite=True, curves=ctx.path(RL_CURVES))
+    if metrics["stopped"]:
+        log.warning("round %d: %s", ctx.round, metrics["stopped"])
+    artifacts = {"curves": str(ctx.path(RL_CURVES))} | ({"policy_rl": str(ctx.path(POLICY_RL))} if metrics["saved"]
+                                                         else {})
+    return {"rl_trained": metrics["saved"], "reward_hacking": int(bool(metrics["stopped"]))} | _numbers(metrics) | {
+        "stopped": metrics["stopped"], "artifacts": artifacts}
+
+
+def round_models(ctx: RoundContext, rl: bool = True) -> tuple[str, str | None]:
+    """The models this round leaves: what it trained (the RL policy over the SFT one, unless ``rl``
+    is False), else what it started from. With a value head, the round's reward model is its SFT
+    policy, which carries the head."""
+    policy, rl_policy, ppm = ctx.path(POLICY), ctx.path(POLICY_RL), ctx.path(PPM)
+    sft_policy = str(policy) if policy.is_dir() else ctx.policy
+    new_policy = str(rl_policy) if rl and rl_policy.is_dir() else sft_policy
     if ctx.config.reward_model == "value" and (policy / "value_head").is_dir():
-        return new_policy, new_policy
+        return new_policy, sft_policy
     return new_policy, (str(ppm) if ppm.is_dir() else ctx.ppm)
 
 
@@ -583,7 +611,9 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("train_reward", train_reward, (PAIRS, STEP_LABELS, POLICY), (PPM,),
           (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"),
            ("heldout_step_accuracy", "step_accuracy"))),
-    Stage("evaluate", evaluate, (POLICY, PPM), (EVAL,)),
+    Stage("reinforce", reinforce, (POLICY, PPM), (POLICY_RL, RL_CURVES),
+          (("gold_accuracy_last", "rl_accuracy"), ("prm_score_last", "rl_prm_score"))),
+    Stage("evaluate", evaluate, (POLICY, PPM, POLICY_RL), (EVAL,)),
 )}
 STAGES = list(REGISTRY)  # the round's order
 

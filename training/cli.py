@@ -128,6 +128,8 @@ def add_train_commands(subparsers) -> None:
         _add_train_args(model, section)
         model.set_defaults(func=cmd_train_step_reward, kind=kind)
 
+    _add_rl_command(sub)
+
     value = sub.add_parser(
         "value", help="train AlphaMath's value head jointly with the policy's SFT",
         description="SFT loss on the correct solutions + beta * MSE between the value head at each step's end and the "
@@ -137,6 +139,31 @@ def add_train_commands(subparsers) -> None:
     value.add_argument("--steps", required=True, type=Path, help="Q-labelled steps from `data steps --labels q`")
     _add_train_args(value, "value")
     value.set_defaults(func=cmd_train_value)
+
+
+def _add_rl_command(sub) -> None:
+    rl = sub.add_parser(
+        "rl", help="step-level RL of the policy with a process reward model (Math-Shepherd's step-by-step PPO, as GRPO)",
+        description="TRL GRPOTrainer on the problems: the gold reward per completion, plus (--rewards process) the "
+        "reward model's score at every step's end summed from each token on; a KL penalty to the starting policy; "
+        "stops when the reward model's score rises while gold accuracy falls (--hack-window, --hack-tolerance).",
+    )
+    rl.add_argument("--policy", required=True, help="the SFT policy to start from: directory, embedded name, hub id "
+                    "or models:/ URI")
+    rl.add_argument("--reward-model", type=Path, help="reward-model directory of kind --reward-kind (needed by "
+                    "--rewards process; with outcome rewards it is only tracked)")
+    rl.add_argument("--problems", required=True, help="training problems: benchmark (demo_train:1-2 ...), JSONL path "
+                    "or hf:owner/name")
+    rl.add_argument("--limit", type=int, help="a seeded random subset of this many problems")
+    rl.add_argument("--out", required=True, type=Path, help="model directory to create")
+    rl.add_argument("--curves", type=Path, help="per-step log (JSONL); default: <out>-curves.jsonl")
+    rl.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (smoke tests)")
+    rl.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    rl.add_argument("--no-progress", action="store_true", help="no progress bars or per-step logs")
+    rl.add_argument("--print-command", action="store_true",
+                    help="print the command that would train (accelerate launch on several GPUs) and exit")
+    _add_config_args(rl, ("rl", None), ("search", ["step_format", "prompt_style"]))
+    rl.set_defaults(func=cmd_train_rl)
 
 
 def _add_config_args(parser, *sections: tuple[str, list[str] | None]) -> None:
@@ -256,14 +283,50 @@ def cmd_train_value(args) -> int:
                   args.data)
 
 
+def cmd_train_rl(args) -> int:
+    """The RL run in-process, or re-launched under accelerate on several GPUs; exits 1 when the
+    reward-hacking guard stopped it (its one-line reason printed)."""
+    relaunched = _relaunched(args)
+    if relaunched is not None:
+        return relaunched
+    from evomath.formats import make_format
+    from evomath.models import resolve_model
+    from evomath.problems import load_benchmark
+    from training.rl import train_rl
+    from training.sft_data import chat_fn
+
+    experiment = _experiment(args)
+    policy = resolve_model(args.policy)
+    search = experiment.search
+    chat = chat_fn(policy) if search.prompt_style.startswith("chat") else None
+    problems = load_benchmark(args.problems, limit=args.limit, seed=experiment.data.seed)
+    metrics = train_rl(problems, policy, args.reward_model, args.out, experiment.rl,
+                       make_format(search.step_format, search.prompt_style, chat), progress=not args.no_progress,
+                       overwrite=args.overwrite, max_steps=args.max_steps, curves=args.curves)
+    print(json.dumps(metrics, indent=2))
+    if metrics["stopped"]:
+        print(metrics["stopped"], file=sys.stderr)
+        return 1
+    return 0
+
+
+def _relaunched(args) -> int | None:
+    """On several GPUs (or with --print-command) the command line under accelerate + FSDP, run or
+    printed; None: train here."""
+    command = _relaunch_command()
+    if not (command or args.print_command):
+        return None
+    print(" ".join(command or [sys.executable, "-m", "training.cli", *_train_argv()]))
+    if args.print_command:
+        return 0
+    return subprocess.run(command).returncode
+
+
 def _train(args, section: str, train_fn, data_path: Path) -> int:
     """Run in-process on one device; on several GPUs re-launch this command under accelerate + FSDP."""
-    command = _relaunch_command()
-    if command or args.print_command:
-        print(" ".join(command or [sys.executable, "-m", "training.cli", *_train_argv()]))
-        if args.print_command:
-            return 0
-        return subprocess.run(command).returncode
+    relaunched = _relaunched(args)
+    if relaunched is not None:
+        return relaunched
     from evomath.models import resolve_model
 
     config = getattr(_experiment(args), section)

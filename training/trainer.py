@@ -40,6 +40,7 @@ class Recipe:
     peft_task: str  # LoRA task type: CAUSAL_LM, SEQ_CLS
     build: BuildFn  # (rows, base, scratch, config, progress, max_steps) -> a transformers Trainer
     head_labels: int | None = None  # num_labels of a scalar head (sequence classification)
+    after_train: Callable[[Any], None] | None = None  # (trainer) after training, before saving; raising discards
 
 
 def prepare(trainer, progress: bool, empty: str):
@@ -90,6 +91,8 @@ def train(
         start = time.perf_counter()
         result = trainer.train()
         seconds = time.perf_counter() - start
+        if recipe.after_train is not None:
+            recipe.after_train(trainer)
         if save is not None:
             save(trainer, stage)
         else:

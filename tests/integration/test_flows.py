@@ -91,6 +91,9 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
         _model(ctx.path("ppm"), f"ppm-{ctx.round}")
         return {"ppm_trained": 1, "train_loss": 0.7, "heldout_accuracy": 0.5, "artifacts": {"ppm": str(ctx.path("ppm"))}}
 
+    def reinforce(ctx):
+        return {"rl_trained": 0, "artifacts": {}}
+
     def evaluate(ctx, policy=None, ppm=None):
         rows = [{"benchmark": "demo_test", "method": m, "problems": 3, "accuracy": scores[ctx.round]}
                 for m in ("greedy", "maj@2")]
@@ -100,7 +103,7 @@ def _fake_stages(scores: dict[int, float], calls: list[str]):
                 "artifacts": {"summary": str(ctx.path("eval") / "summary.json"), "records": str(ctx.path("eval"))}}
 
     return {f.__name__: f for f in (generate, extra_rollouts, bucket, select_sft, reward_data, train_policy,
-                                    train_reward, evaluate)}
+                                    train_reward, reinforce, evaluate)}
 
 
 @pytest.fixture

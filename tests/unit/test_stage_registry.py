@@ -11,7 +11,7 @@ def test_every_stage_reads_only_what_earlier_stages_write():
         assert set(stage.inputs) <= written, f"{stage.name} reads {set(stage.inputs) - written} before it exists"
         written |= set(stage.outputs)
     assert stages.STAGES == ["generate", "extra_rollouts", "bucket", "select_sft", "reward_data", "train_policy",
-                             "train_reward", "evaluate"]
+                             "train_reward", "reinforce", "evaluate"]
 
 
 def test_tasks_and_the_headline_are_derived_from_the_registry():
