@@ -84,6 +84,9 @@ class StreamMeter:
                 meter.polls.append((time.perf_counter() - start, during))
                 return done
 
+            def close(self):
+                inner.close()
+
         return Metered()
 
     def in_flight(self) -> float:

@@ -78,6 +78,10 @@ class GenerationStream(Protocol):
         returns the finished ones with their tickets."""
         ...
 
+    def close(self) -> None:
+        """Drop what is still in flight (a search that stops early or dies)."""
+        ...
+
 
 class WaveStream:
     """Any backend's batched ``generate`` as a stream: what was submitted is generated in one call
@@ -101,6 +105,9 @@ class WaveStream:
             return []
         results = self.backend.generate([r for _, r in queued])
         return [(ticket, result) for (ticket, _), result in zip(queued, results, strict=True)]
+
+    def close(self) -> None:
+        self.queued = []
 
 
 def open_stream(backend: PolicyBackend, feed: str) -> GenerationStream:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import itertools
 import os
+import uuid
 from collections.abc import Sequence
 
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
@@ -135,14 +136,20 @@ class VLLMBackend:
 class VLLMStream:
     """The engine fed as requests come (``evomath.backends.base.GenerationStream``): each request
     enters vLLM's scheduler when it is submitted and leaves when its last sequence finishes, so the
-    batch refills continuously instead of draining to its longest sequence between waves."""
+    batch refills continuously instead of draining to its longest sequence between waves.
+
+    The engine outlives the stream (one per process): ``close`` aborts what is still in flight, so a
+    search that died leaves nothing behind for the next one, and request ids carry the stream's own
+    prefix, so no other caller's output is taken for one of ours."""
 
     def __init__(self, backend: VLLMBackend) -> None:
         from vllm.sampling_params import RequestOutputKind
 
         self.backend, self.engine = backend, backend.llm.llm_engine
         self.final_only = RequestOutputKind.FINAL_ONLY
+        self.prefix = f"evomath-{uuid.uuid4().hex[:12]}-"
         self.tickets = itertools.count()
+        self.in_flight: set[str] = set()
         self.ready: list[tuple[int, GenerationResult]] = []  # answered without the engine
 
     def submit(self, requests: Sequence[GenerationRequest]) -> list[int]:
@@ -155,15 +162,24 @@ class VLLMStream:
                 continue
             params = sampling_params(request)
             params.output_kind = self.final_only  # one output per request, when it is done
-            self.engine.add_request(f"evomath-{ticket}", request.prompt, params)
+            request_id = f"{self.prefix}{ticket}"
+            self.engine.add_request(request_id, request.prompt, params)
+            self.in_flight.add(request_id)
         return tickets
 
     def poll(self) -> list[tuple[int, GenerationResult]]:
         done, self.ready = self.ready, []
-        while not done and self.engine.has_unfinished_requests():
-            done += [(int(o.request_id.removeprefix("evomath-")), _to_result(o)) for o in self.engine.step()
-                     if o.finished]
+        while not done and self.in_flight:
+            for output in self.engine.step():
+                if output.finished and output.request_id in self.in_flight:
+                    self.in_flight.discard(output.request_id)
+                    done.append((int(output.request_id.removeprefix(self.prefix)), _to_result(output)))
         return done
+
+    def close(self) -> None:
+        if self.in_flight:
+            self.engine.abort_request(sorted(self.in_flight))
+            self.in_flight.clear()
 
 
 def shutdown_llm(llm) -> None:

@@ -18,6 +18,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -391,7 +392,8 @@ class Driver:
         flight: dict[int, _InFlight] = {}
         owner: dict[int, tuple[int, int]] = {}  # ticket -> (tree index, position in its expansions)
         slots = max(1, self.config.concurrent_problems)
-        with tqdm(total=len(problems), desc=self.method, unit="problem", disable=not self.progress) as bar:
+        with tqdm(total=len(problems), desc=self.method, unit="problem", disable=not self.progress) as bar, \
+                closing(stream):
             while queue or active:
                 while True:  # every idle search submits; a finished one frees its slot at once
                     while queue and len(active) < slots:

@@ -71,6 +71,11 @@ def test_the_stream_feeds_requests_as_they_come_and_answers_as_generate_does(pol
     assert [r.completions[0].text for r in results[1:3]] == [r.completions[0].text for r in expected[1:]]
     assert results[3].prompt_too_long and results[3].completions == []
     assert stream.poll() == []  # nothing in flight: returns at once
+    abandoned = policy_backend.stream()
+    abandoned.submit([sampled])
+    abandoned.close()  # what a dead search leaves is aborted: the engine is empty for the next caller
+    assert not policy_backend.llm.llm_engine.has_unfinished_requests()
+    assert policy_backend.generate([short])[0].completions[0].text == expected[1].completions[0].text
 
 
 def test_embedded_model_verifies_in_a_fresh_vllm_process(embedded_model_dir):

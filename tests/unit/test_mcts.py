@@ -552,6 +552,10 @@ class _OneAtATime:
         self.queued.remove(first)
         return [(first[0], self.backend.generate([first[1]])[0])]
 
+    def close(self):
+        self.closed_with = len(self.queued)
+        self.queued = []
+
 
 def test_continuous_feed_submits_a_tree_step_while_others_decode_and_samples_the_same_trees():
     problems = [Problem("p0", "q0", "5"), Problem("p1", "q1", "5"), Problem("p2", "q2", "1")]
@@ -568,9 +572,27 @@ def test_continuous_feed_submits_a_tree_step_while_others_decode_and_samples_the
     assert (stats.rollouts, stats.requests, stats.generated_tokens) == (
         wave_stats.rollouts, wave_stats.requests, wave_stats.generated_tokens)
     (stream,) = streaming.streams
+    assert stream.closed_with == 0
     # q0 went on to its next steps while q1's first step was still on the engine
     assert any(sent == ["Q: q0"] and "Q: q1" in waiting for sent, waiting in stream.submits)
     assert all(len(b) == 1 for b in streaming.batches)  # one request at a time reached the engine
     _, _, waves_backend, *_ = run(wide, problems=problems, rollouts=4, max_depth=4, concurrent_problems=2,
                                   feed="continuous")  # a backend without a stream falls back to waves
     assert max(len(b) for b in waves_backend.batches) == 2
+
+
+def test_a_search_that_dies_closes_its_stream_with_what_was_in_flight():
+    """The engine outlives a search: requests a dead search left in flight would come back into the
+    next one, so the Driver closes its stream however it ends."""
+    problems = [Problem("p0", "q0", "5"), Problem("p1", "q1", "5")]
+    streaming = StreamingBackend(wide)
+    cfg = SearchConfig(n_candidates=3, rollouts=4, max_depth=4, concurrent_problems=2)
+
+    def die(tree):
+        raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError):
+        mcts(problems, SearchEnv(streaming, FakeFormat(), cfg, FakeSandbox(), FakeGrader()), progress=False,
+             on_tree_done=die)
+    (stream,) = streaming.streams
+    assert stream.closed_with == 1 and stream.queued == []  # p1's step was on the engine when p0 finished
