@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from evomath.formats.base import StepFormat
@@ -269,19 +269,32 @@ def demo_problems(split: str, n: int, seed: int = 0, ops: tuple[int, ...] = (1, 
     if not ops or any(k not in (1, 2, 3, 4) for k in ops):
         raise ValueError(f"ops must be drawn from 1-4, got {ops}")
     rng = random.Random(f"evomath-demo-{split}-{seed}")
+
+    def draw(n_ops: int, index: int) -> Problem | None:
+        story = _write(rng, n_ops)
+        question = " ".join(story.sentences) + " " + _question(rng, story)
+        if held_out(story.skeleton) != (split == "test"):
+            return None
+        return _problem(story, question, f"demo_{split}-{index}", n_ops)
+
+    return distinct_problems(n, ops, draw, f"{split} problems")
+
+
+def distinct_problems(n: int, ops: Sequence[int], draw: Callable[[int, int], Problem | None], what: str
+                      ) -> list[Problem]:
+    """n problems with distinct questions, difficulties cycling through ``ops``: ``draw(n_ops, index)``
+    writes the next candidate (None: not of this split). Every generated family shares this loop."""
     problems: list[Problem] = []
     seen: set[str] = set()
     for _ in range(1000 * max(n, 1)):
         if len(problems) == n:
             return problems
-        n_ops = ops[len(problems) % len(ops)]
-        story = _write(rng, n_ops)
-        question = " ".join(story.sentences) + " " + _question(rng, story)
-        if held_out(story.skeleton) != (split == "test") or question in seen:
+        problem = draw(ops[len(problems) % len(ops)], len(problems))
+        if problem is None or problem.question in seen:
             continue
-        seen.add(question)
-        problems.append(_problem(story, question, f"demo_{split}-{len(problems)}", n_ops))
-    raise ValueError(f"could not generate {n} distinct {split} problems with ops={ops}")
+        seen.add(problem.question)
+        problems.append(problem)
+    raise ValueError(f"could not generate {n} distinct {what} with ops={ops}")
 
 
 def render_reference(problem: Problem, fmt: StepFormat) -> list[str]:

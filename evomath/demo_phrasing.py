@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from evomath.demo_data import MAX_VALUE, NAMES, THINGS, held_out, true_values
+from evomath.demo_data import MAX_VALUE, NAMES, THINGS, distinct_problems, held_out, true_values
 from evomath.problem import Problem
 
 OPS = (1, 2)
@@ -179,20 +179,16 @@ def phrasing_problems(n: int, seed: int = 0, ops: tuple[int, ...] = OPS) -> list
     if not ops or any(k not in OPS for k in ops):
         raise ValueError(f"ops must be drawn from {OPS}, got {ops}")
     rng = random.Random(f"evomath-demo-phrasing-{seed}")
-    problems: list[Problem] = []
-    seen: set[str] = set()
-    for _ in range(1000 * max(n, 1)):
-        if len(problems) == n:
-            return problems
-        n_ops = ops[len(problems) % len(ops)]
+
+    def draw(n_ops: int, index: int) -> Problem | None:
         scene = _write(rng, n_ops)
         question = " ".join([*scene.sentences, _question(rng, scene)])
-        if not held_out(scene.skeleton) or question in seen:
-            continue
-        seen.add(question)
+        if not held_out(scene.skeleton):
+            return None
         given, values = true_values(scene.skeleton)
         steps = [*scene.steps, f"The answer is \\boxed{{{scene.value}}}."]
         meta = {"ops": n_ops, "family": "phrasing", "reference_steps": steps, "given": given, "values": values,
                 "skeleton": [list(op) for op in scene.skeleton]}
-        problems.append(Problem(f"demo_phrasing-{len(problems)}", question, str(scene.value), meta))
-    raise ValueError(f"could not generate {n} distinct phrasing problems with ops={ops}")
+        return Problem(f"demo_phrasing-{index}", question, str(scene.value), meta)
+
+    return distinct_problems(n, ops, draw, "phrasing problems")
