@@ -3,14 +3,16 @@
     python benchmarks/annotation_throughput.py [--model smollm2-135m] [--problems 64] [--samples 4] \
         [--completions 4] [--repeats 2]
 
-The completer (``evomath.search.annotate``) grows every continuation step by step through the
-search engine: one ``generate`` call per step of every open continuation, each prompt re-read from
-vLLM's prefix cache, code run and answers graded between calls. The raw side asks vLLM once for
-exactly the same sequences: the same prompts (each step's prefix), the same number of
-continuations per prefix, each forced to the same length as the completer's (``min_tokens`` =
-``max_tokens`` = its token count), in one call. The ratio completer tokens/s / raw tokens/s is what
-the step-wise loop costs against the engine's best on this job (target >= 0.9). Runs alternate
-(completer, raw, completer, raw) so machine noise hits both alike.
+The completer (``evomath.search.annotate``) runs through the search engine in its two modes: each
+continuation in one request decoded to its end and split into steps (``one-request``, the default
+for natural-language steps, Math-Shepherd's), and step by step (``step-wise``: one request per step
+of every open continuation, each prompt re-read from vLLM's prefix cache, as code steps must).
+Each is set against raw generation of exactly its own sequences: the same prompts (each step's
+prefix), the same number of continuations per prefix, each forced to the same length as the
+completer's (``min_tokens`` = ``max_tokens`` = its token count), in one vLLM call. The ratio
+completer tokens/s / raw tokens/s is what the loop costs against the engine's best on this job
+(target >= 0.9); labelled steps per second say what a user gets. Runs alternate (one-request, raw,
+step-wise, raw, ...) so machine noise hits all alike.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ def completer_job(env, problems, samples: int):
     return [(tree, chain) for tree in trees for chain in solution_chains(tree)]
 
 
-def run_completer(env, solutions, completions: int):
-    """Annotate copies of the solutions' trees; returns (stats, the raw requests of the same tokens)."""
+def run_completer(env, solutions, completions: int, one_request: bool):
+    """Annotate copies of the solutions' trees; returns (stats, labelled steps, the raw requests of the same tokens)."""
     from evomath.backends import GenerationRequest
     from evomath.search.annotate import annotate_solutions, chain_from
     from evomath.tree import Tree
@@ -44,7 +46,7 @@ def run_completer(env, solutions, completions: int):
         copy = copies.setdefault(tree.problem_id, Tree.from_dict(tree.to_dict()))
         fresh.append((copy, [copy.nodes[n.id] for n in chain]))
     first_new = {(t.problem_id, n.id): len(n.children) for t, path in fresh for n in path}
-    _, stats = annotate_solutions(fresh, env, completions, progress=False)
+    records, stats = annotate_solutions(fresh, env, completions, progress=False, one_request=one_request)
     raw = []
     for (pid, node_id), first in first_new.items():
         tree = copies[pid]
@@ -55,7 +57,7 @@ def run_completer(env, solutions, completions: int):
                     prompt=env.fmt.continuation(tree.question, tree.steps_text(tree.nodes[node_id])),
                     n=1, temperature=env.config.temperature, top_p=env.config.top_p, max_tokens=tokens,
                     seed=len(raw)))
-    return stats, raw
+    return stats, sum(len(r["steps"]) for r in records), raw
 
 
 def run_raw(backend, requests) -> tuple[int, float]:
@@ -98,22 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     with env.sandbox, env.grader:
         solutions = completer_job(env, load_benchmark(args.test, limit=args.problems, seed=0), args.samples)
         print(f"{len(solutions)} solutions of {args.problems} problems, {args.completions} continuations a step")
-        totals = {"completer": [0, 0.0], "raw": [0, 0.0]}
-        for repeat in range(args.repeats + 1):  # the first pair warms both paths up and is not counted
-            stats, requests = run_completer(env, solutions, args.completions)
-            tokens, seconds = run_raw(engine, requests)
-            print(f"  run {repeat}: completer {stats.generated_tokens} tokens in {stats.seconds:.1f} s "
-                  f"({stats.tokens_per_second:.1f} tok/s, {stats.generate_seconds:.1f} s inside generate), raw "
-                  f"{tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tok/s)"
-                  f"{' (warm-up)' if repeat == 0 else ''}", flush=True)
-            if repeat:
-                totals["completer"][0] += stats.generated_tokens
-                totals["completer"][1] += stats.seconds
-                totals["raw"][0] += tokens
-                totals["raw"][1] += seconds
-    completer = totals["completer"][0] / totals["completer"][1]
-    raw = totals["raw"][0] / totals["raw"][1]
-    print(f"completer {completer:.1f} tok/s, raw {raw:.1f} tok/s: ratio {completer / raw:.3f} (target >= 0.9)")
+        modes = {"one-request": True, "step-wise": False}
+        totals = {mode: {"tokens": 0, "seconds": 0.0, "raw_tokens": 0, "raw_seconds": 0.0, "labels": 0}
+                  for mode in modes}
+        for repeat in range(args.repeats + 1):  # the first round warms every path up and is not counted
+            for mode, one_request in modes.items():
+                stats, labels, requests = run_completer(env, solutions, args.completions, one_request)
+                tokens, seconds = run_raw(engine, requests)
+                print(f"  run {repeat} {mode}: completer {stats.generated_tokens} tokens in {stats.seconds:.1f} s "
+                      f"({stats.tokens_per_second:.1f} tok/s, {stats.requests} requests, {stats.generate_seconds:.1f} s "
+                      f"inside generate), raw {tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tok/s)"
+                      f"{' (warm-up)' if repeat == 0 else ''}", flush=True)
+                if repeat:
+                    for name, value in (("tokens", stats.generated_tokens), ("seconds", stats.seconds),
+                                        ("raw_tokens", tokens), ("raw_seconds", seconds), ("labels", labels)):
+                        totals[mode][name] += value
+    for mode, t in totals.items():
+        completer, raw = t["tokens"] / t["seconds"], t["raw_tokens"] / t["raw_seconds"]
+        print(f"{mode}: completer {completer:.1f} tok/s, raw {raw:.1f} tok/s: ratio {completer / raw:.3f} "
+              f"(target >= 0.9); {t['labels'] / t['seconds']:.2f} labelled steps/s")
     engines.release()
     return 0
 

@@ -73,6 +73,9 @@ class PromptedFormat:
     bare_suffix: str  # after "<|assistant|>: " in the bare wrap
     chat_suffix: str  # after the chat template's generation prompt
     answer_prefix: str | None = None  # opens a forced final step (SearchConfig.force_final_answer)
+    # No code runs between steps, so one request may write several and ``split`` cut them apart
+    # (Expander.steps_per_request).
+    steps_in_one_request: bool = False
 
     def __init__(self, prompt_style: str = "few_shot", chat: ChatFn | None = None):
         if prompt_style not in PROMPT_STYLES:

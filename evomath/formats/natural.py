@@ -57,6 +57,7 @@ class NaturalFormat(PromptedFormat):
     bare_suffix = "Let's think step by step.\n"
     chat_suffix = ""
     answer_prefix = "The answer is \\boxed{"  # how the examples' last step opens
+    steps_in_one_request = True
 
     def parse_step(self, completion_text: str, finish_reason: str) -> ParsedStep | None:
         """A paragraph; final when it holds a boxed answer or the model stopped on its own.

@@ -6,10 +6,12 @@ solution so far; the step's **hard** estimate is 1 if any continuation reaches t
 right (a success: the gold answer, no failing code).
 
 Everything goes through the search engine: the solutions are best-of-N samples, and the
-continuations are ``Chains`` grown from every prefix node of every solution at once, so one
-``generate`` call carries the N continuations of many prefixes; they share their prefix's tokens
-(vLLM's prefix cache), and the prefixes of one solution share each other's. Code steps run in the
-sandbox and answers are graded exactly as in MCTS.
+continuations are ``Chains`` grown from every prefix node of every solution at once, so the engine
+carries the N continuations of many prefixes together; they share their prefix's tokens (vLLM's
+prefix cache), and the prefixes of one solution share each other's. In a format whose steps run no
+code (natural language) each continuation is one request decoded to its end and split into steps
+(Math-Shepherd's completer; ``Expander.steps_per_request``), not one request per step; code steps
+run in the sandbox between requests and answers are graded exactly as in MCTS.
 
 A record (one per solution): problem_id, question, gold, steps, hard, soft, answer, correct,
 completions, format, and the annotation key it was made under.
@@ -55,10 +57,12 @@ def annotate_solutions(
     env: SearchEnv,
     completions: int,
     progress: bool = True,
+    one_request: bool = True,
 ) -> tuple[list[dict], SearchStats]:
     """The completer on given solutions (a tree and the path of one of its answered trajectories:
     say, a round's MCTS trees): ``completions`` continuations from every step but the last, a step
-    that several solutions share completed once. The trees grow in memory only."""
+    that several solutions share completed once. The trees grow in memory only. ``one_request``:
+    each continuation in one request where the format allows (False: step by step, as MCTS grows)."""
     from evomath.problem import Problem
 
     by_tree: dict[str, tuple[Tree, list[list[Node]]]] = {}
@@ -70,7 +74,7 @@ def annotate_solutions(
     def start(problem) -> Chains:
         tree, paths = by_tree[problem.id]
         starts = list({n.id: n for path in paths for n in path[:-1]}.values())
-        return Chains(tree, completions, env.config.seed + 1, starts)
+        return Chains(tree, completions, env.config.seed + 1, starts, steps=env.config.max_depth if one_request else 1)
 
     def done(tree: Tree) -> None:
         records.extend(_record(tree, path, first_new[tree.problem_id], completions, env)
@@ -107,7 +111,7 @@ def annotate(
 
     def start(problem) -> Chains:
         starts = [n for chain in solutions[problem.id] for n in chain[:-1]]  # every step but the last
-        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts)
+        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts, steps=env.config.max_depth)
 
     expander = Expander(env)
     _, completing = Driver(expander, env.config, "completer", done, progress).run(problems, start)

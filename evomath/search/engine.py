@@ -124,6 +124,9 @@ class Expansion:
     seed: int | None
     key: Any = None  # the method's handle (a rollout, a chain)
     dedupe: bool = True
+    # Up to this many steps per request where the format runs no code between steps (the rest of a
+    # solution in one request, split into steps afterwards: Expander.steps_per_request).
+    steps: int = 1
     children: list[Node] = field(default_factory=list)
     tokens: int = 0
     prompt_tokens: int = 0
@@ -223,14 +226,27 @@ class Expander:
             return prefix
         return ""
 
+    def steps_per_request(self, exp: Expansion) -> int:
+        """How many steps ``exp``'s one request writes. Several only for a format whose steps run no
+        code (``steps_in_one_request``): the request then decodes past the step markers, as
+        Math-Shepherd's completer decodes a continuation to its end, and its text is split into
+        steps afterwards, up to the depth limit less a forced last step (that one stays a request
+        of its own, opened with the answer). Each step is then a paragraph of any length; the
+        request's budget is ``max_step_tokens`` per step."""
+        if exp.steps <= 1 or not getattr(self.fmt, "steps_in_one_request", False):
+            return 1
+        forced = 1 if self.config.force_final_answer and getattr(self.fmt, "answer_prefix", None) else 0
+        return max(1, min(exp.steps, self.config.max_depth - exp.leaf.depth - forced))
+
     def _request(self, tree: Tree, exp: Expansion) -> GenerationRequest:
+        steps = self.steps_per_request(exp)
         return GenerationRequest(
             prompt=self.fmt.continuation(tree.question, tree.steps_text(exp.leaf)) + self._forced_answer(exp),
             n=exp.n,
             temperature=self.temperature,
             top_p=self.config.top_p,
-            max_tokens=self.config.max_step_tokens,
-            stop=tuple(self.fmt.stop),
+            max_tokens=self.config.max_step_tokens * steps,
+            stop=tuple(self.fmt.stop) if steps == 1 else (),
             seed=exp.seed,
             logprobs=self.config.selection == "puct",
         )
@@ -245,20 +261,49 @@ class Expander:
         seen: set[tuple[bool, str]] = set()
         out = []
         forced = self._forced_answer(exp)
+        steps = self.steps_per_request(exp)
         for completion in result.completions or [Completion("", 0, "length")]:
-            parsed = self.fmt.parse_step(forced + completion.text, completion.finish_reason)
-            text = parsed.text if parsed else forced + completion.text
-            key = (parsed is None, normalise(text))
+            text = forced + completion.text
+            pieces = self._pieces(text, completion, steps)
+            first = self.fmt.parse_step(*pieces[0][:2])
+            key = (first is None, normalise(first.text if first and steps == 1 else text))
             if exp.dedupe and key in seen:
                 continue
             seen.add(key)
-            node = tree.add_child(exp.leaf, text, num_tokens=completion.num_tokens)
-            node.policy_prior = completion.logprob / max(completion.num_tokens, 1) if completion.logprob is not None \
-                else None  # a mean log-probability until normalised below
-            exp.children.append(node)
-            out.append(_Child(tree, node, parsed))
+            chain = self._add_chain(tree, exp.leaf, pieces)
+            chain[0].node.policy_prior = completion.logprob / max(completion.num_tokens, 1) \
+                if completion.logprob is not None else None  # a mean log-probability until normalised below
+            exp.children.append(chain[0].node)
+            out += chain
         normalise_priors(exp.children)
         return out
+
+    def _pieces(self, text: str, completion: Completion, steps: int) -> list[tuple[str, str, int]]:
+        """(text, finish reason, tokens) of each step in one completion: itself for a one-step
+        request; else its text split at the step markers, the first ``steps`` pieces, the last
+        piece of the text finishing as the request did, the tokens shared out by characters."""
+        if steps == 1:
+            return [(text, completion.finish_reason, completion.num_tokens)]
+        split = self.fmt.split(text) or [text]
+        kept = split[:steps]
+        finishes = ["stop"] * (len(kept) - 1) + [completion.finish_reason if len(kept) == len(split) else "stop"]
+        total = sum(map(len, kept)) or 1
+        tokens = [completion.num_tokens * len(piece) // total for piece in kept]
+        tokens[-1] += completion.num_tokens - sum(tokens)
+        return list(zip(kept, finishes, tokens))
+
+    def _add_chain(self, tree: Tree, leaf: Node, pieces: list[tuple[str, str, int]]) -> list[_Child]:
+        """One node per piece, each below the one before, ending at the first final or empty step."""
+        chain: list[_Child] = []
+        parent = leaf
+        for text, finish, tokens in pieces:
+            parsed = self.fmt.parse_step(text, finish)
+            node = tree.add_child(parent, parsed.text if parsed else text, num_tokens=tokens)
+            chain.append(_Child(tree, node, parsed))
+            if parsed is None or parsed.is_final:
+                break
+            parent = node
+        return chain
 
     def _submit_code(self, new: list[_Child]) -> list[tuple[_Child, Any]]:
         """Run the whole program so far for every step that adds code or asks for output."""

@@ -35,3 +35,13 @@ class FakeFormat:
             return None
         boxed = re.search(r"\\boxed\{([^}]*)\}", text)
         return Step(text, is_final=boxed is not None, answer=boxed.group(1) if boxed else None)
+
+
+class SplittingFormat(FakeFormat):
+    """One line per step, and no code between steps: a request may write several lines."""
+
+    steps_in_one_request = True
+    answer_prefix = "\\boxed{"
+
+    def split(self, text):
+        return [line for line in text.split("\n") if line]  # as the fake engine returns steps: without the stop
