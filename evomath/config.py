@@ -95,6 +95,10 @@ class SearchConfig(_Config):
     beam_width: int = Field(1, ge=1, description="step beam search SBS(B1, B2): B1, the beams kept")
     beam_expand: int = Field(5, ge=1, description="SBS(B1, B2): B2, the steps sampled per beam")
     n_samples: int = Field(8, ge=1, description="best-of-N: solutions per problem")
+    whole_solutions: bool = Field(
+        False, description="best-of-N and greedy, where the format runs no code between steps (natural): each "
+        "solution in one request decoded to its end and split into steps, not a request per step; a step is then a "
+        "paragraph of any length, the request's budget max_step_tokens a step (benchmarks/whole_solutions.py)")
     concurrent_problems: int = Field(64, ge=1, description="problems searched together, so the engine always has "
                                      "a full batch")
     feed: Literal["continuous", "waves"] = Field(

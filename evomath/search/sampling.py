@@ -3,7 +3,8 @@
 Solutions are sampled step by step, so code steps are executed exactly as in MCTS and both step
 formats share one path: the root is expanded once with ``n`` samples (one request, shared
 prefix, duplicates kept: they are independent samples), then every unfinished chain advances
-one step per batch, all chains of all problems together.
+one step per batch, all chains of all problems together. With ``whole_solutions`` (natural steps)
+each request decodes the rest of the solution and is split into steps afterwards.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from evomath.tree import Node, Tree
 
 class Chains(SearchState):
     """``n`` single-path branches below each node of ``starts`` (default: the root): independent
-    samples of a whole solution, or (Math-Shepherd's completer) of its continuations from a prefix."""
+    samples of a whole solution, or (Math-Shepherd's completer) of its continuations from a prefix.
+    ``steps``: how many steps one request may write (Expansion.steps; one: step by step)."""
 
-    def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None) -> None:
+    def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None, steps: int = 1) -> None:
         super().__init__(tree)
-        self.n, self.seed = n, seed
+        self.n, self.seed, self.steps = n, seed, steps
         self.starts = list(starts) if starts is not None else [tree.root]
         self.leaves: dict | None = None  # chain -> its unfinished last step
 
@@ -43,27 +45,35 @@ class Chains(SearchState):
         if self.leaves is None:
             return [
                 Expansion(start, self.n, derive_seed(self.seed, pid, "root" if start.parent is None else f"from{start.id}"),
-                          key=start, dedupe=False)
+                          key=start, dedupe=False, steps=self.steps)
                 for start in self.starts if not start.is_terminal
             ]
         return [
-            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain)
+            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain, steps=self.steps)
             for chain, leaf in self.leaves.items()
         ]
 
     def absorb(self, expansions: list[Expansion]) -> None:
         if self.leaves is None:
-            steps = {self._key(e.key, i): child for e in expansions for i, child in enumerate(e.children)}
+            firsts = {self._key(e.key, i): child for e in expansions for i, child in enumerate(e.children)}
         else:
-            steps = {e.key: e.children[0] for e in expansions}
-        self.leaves = {chain: node for chain, node in steps.items() if not node.is_terminal}
-        self.rollouts += len(steps) - len(self.leaves)
+            firsts = {e.key: e.children[0] for e in expansions}
+        ends = {chain: self._end(node) for chain, node in firsts.items()}
+        self.leaves = {chain: node for chain, node in ends.items() if not node.is_terminal}
+        self.rollouts += len(ends) - len(self.leaves)
+
+    def _end(self, node: Node) -> Node:
+        """The last of the steps one request wrote below the chain (they form a single path)."""
+        while node.children:
+            node = self.tree.nodes[node.children[-1]]
+        return node
 
 
 def _sample(problems, env: SearchEnv, *, n, temperature, method, score, on_tree_done, progress):
     expander = Expander(env, temperature=temperature, score_answers=score)
+    steps = env.config.max_depth if env.config.whole_solutions else 1  # Expander.steps_per_request caps it
     return Driver(expander, env.config, method, on_tree_done, progress).run(
-        problems, lambda problem: Chains(new_tree(problem), n, env.config.seed)
+        problems, lambda problem: Chains(new_tree(problem), n, env.config.seed, steps=steps)
     )
 
 

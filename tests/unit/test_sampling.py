@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from search_fakes import FakeFormat, Problem
+from search_fakes import FakeFormat, Problem, SplittingFormat
 
 from evomath.backends.base import Completion, GenerationResult
 from evomath.config import SandboxConfig, SearchConfig
@@ -67,6 +67,25 @@ def test_best_of_n_samples_n_chains_per_problem_in_shared_batches():
     assert [len(c) for c in grader.calls] == [2, 4]
     assert (stats.problems, stats.rollouts, stats.batches, stats.requests) == (2, 6, 3, 10)
     assert stats.generated_tokens == 4 * (3 + 3 + 8) and stats.prompt_tokens == 10 * 10
+
+
+def test_whole_solutions_sample_each_solution_in_one_request_split_into_steps():
+    """whole_solutions: one request per problem (n samples, no stop markers, the depth's budget)
+    and no second batch; each sample becomes its chain of steps, graded like a step-wise one. A
+    format that runs code between steps (no ``steps_in_one_request``) ignores it."""
+    script = {"": ["s\nt\n\\boxed{6}", "s\n\\boxed{5}", "\\boxed{5}"]}
+    backend = FakeBackend(lambda prompt, req: script[last_step(prompt)])
+    cfg = SearchConfig(max_step_tokens=32, max_depth=5, whole_solutions=True)
+    [tree], stats = best_of_n([Problem("p0", "q0", "5")], SearchEnv(backend, SplittingFormat(), cfg, None, FakeGrader()),
+                              n=3, progress=False)
+    assert [[(r.n, r.stop, r.max_tokens) for r in b] for b in backend.batches] == [[(3, (), 160)]]
+    chains = [[n.text for n in tree.path(end)] for end in tree.answered()]
+    assert sorted(chains) == [["\\boxed{5}"], ["s", "\\boxed{5}"], ["s", "t", "\\boxed{6}"]]
+    assert [n.correct for n in tree.answered()] == [False, True, True] and tree.meta["rollouts"] == 3
+    assert (stats.requests, stats.rollouts) == (1, 3)
+    backend = FakeBackend(table_script(CHAINS))
+    best_of_n([Problem("p0", "q0", "5")], SearchEnv(backend, FakeFormat(), cfg, None, FakeGrader()), n=3, progress=False)
+    assert len(backend.batches) == 3 and all(r.stop == ("\n",) for b in backend.batches for r in b)
 
 
 def test_best_of_n_defaults_to_n_samples_and_seeds_chains_apart():
