@@ -74,7 +74,7 @@ def annotate_solutions(
     def start(problem) -> Chains:
         tree, paths = by_tree[problem.id]
         starts = list({n.id: n for path in paths for n in path[:-1]}.values())
-        return Chains(tree, completions, env.config.seed + 1, starts, steps=env.config.max_depth if one_request else 1)
+        return Chains(tree, completions, env.config.seed + 1, starts, steps=_steps_per_request(env, one_request))
 
     def done(tree: Tree) -> None:
         records.extend(_record(tree, path, first_new[tree.problem_id], completions, env)
@@ -93,10 +93,12 @@ def annotate(
     completions: int,
     on_problem_done: Callable[[list[dict]], None] | None = None,
     progress: bool = True,
+    one_request: bool = True,
 ) -> tuple[list[dict], SearchStats, SearchStats]:
     """Sample ``samples`` solutions per problem, then ``completions`` continuations from each of
     their steps; returns the records (in problem order), and the sampling's and the completer's
-    engine statistics. ``on_problem_done`` gets each problem's records as soon as they exist."""
+    engine statistics. ``on_problem_done`` gets each problem's records as soon as they exist.
+    ``one_request``: as in `annotate_solutions`."""
     trees, sampling = best_of_n(problems, env, samples, progress=progress)
     by_id = {t.problem_id: t for t in trees}
     solutions = {t.problem_id: solution_chains(t) for t in trees}
@@ -111,11 +113,17 @@ def annotate(
 
     def start(problem) -> Chains:
         starts = [n for chain in solutions[problem.id] for n in chain[:-1]]  # every step but the last
-        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts, steps=env.config.max_depth)
+        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts,
+                      steps=_steps_per_request(env, one_request))
 
     expander = Expander(env)
     _, completing = Driver(expander, env.config, "completer", done, progress).run(problems, start)
     return [r for p in problems for r in records.get(p.id, [])], sampling, completing
+
+
+def _steps_per_request(env: SearchEnv, one_request: bool) -> int:
+    """A continuation to its end (the Expander caps it at the depth limit), or a step at a time."""
+    return env.config.max_depth if one_request else 1
 
 
 def _record(tree: Tree, chain: list[Node], first_new: dict[int, int], completions: int, env: SearchEnv) -> dict:

@@ -99,3 +99,45 @@ def test_mcts_code_format_on_gsm8k(policy_backend, sandbox, grader):
     for node in ran:
         assert node.code_error == (node.consecutive_errors > 0)
     assert stats.rollouts == sum(t.meta["rollouts"] for t in trees)
+
+
+def test_whole_solutions_are_one_request_each_and_split_into_steps(policy_backend, grader):
+    """Best-of-N with whole_solutions on the real engine: the root's request writes every sample
+    to its end, split into steps at the blank lines; a sample takes another request only for its
+    forced answer or after its budget ran out mid-paragraph, so there are fewer requests than steps
+    (step by step: one per step); the trees keep every invariant of step-wise ones."""
+    problems = load_benchmark("demo_test", limit=3)
+    fmt = make_format("natural", "chat", chat=policy_backend.chat_prompt)
+    config = SearchConfig(step_format="natural", prompt_style="chat", force_final_answer=True, whole_solutions=True,
+                          **SMALL)
+    trees, stats = run_search("bon", problems, SearchEnv(policy_backend, fmt, config, None, grader), progress=False)
+    forced = sum(1 for t in trees for n in t.nodes if n.text.startswith(fmt.answer_prefix))
+    steps = sum(end.depth for t in trees for end in t.terminals())
+    step_by_step = len(problems) + steps - len(problems) * config.n_samples  # the root's, then one per later step
+    assert len(problems) + forced <= stats.requests <= step_by_step
+    for tree in trees:
+        check_tree(tree, config)
+        assert len(tree.children(tree.root)) == config.n_samples and len(tree.terminals()) == config.n_samples
+        for end in tree.terminals():  # a step ends at the first blank line, if any (or where the budget ran out)
+            assert all("\n\n" not in step[:-2] for step in tree.steps_text(end))
+
+
+@pytest.mark.parametrize("one_request", [True, False])
+def test_completer_labels_every_step_of_real_samples(one_request, policy_backend, grader):
+    """Math-Shepherd's completer on the real engine, each continuation in one request or step by
+    step: a label per step, soft in [0, 1] with hard = (soft > 0), the last one the outcome."""
+    from evomath.search.annotate import annotate
+
+    problems = load_benchmark("demo_test", limit=2)
+    fmt = make_format("natural", "chat", chat=policy_backend.chat_prompt)
+    config = SearchConfig(step_format="natural", prompt_style="chat", force_final_answer=True, **SMALL)
+    records, sampling, completing = annotate(problems, SearchEnv(policy_backend, fmt, config, None, grader),
+                                             samples=2, completions=2, progress=False, one_request=one_request)
+    assert len(records) == 4 and completing.generated_tokens > 0
+    for record in records:
+        assert len(record["hard"]) == len(record["soft"]) == len(record["steps"])
+        assert all(0.0 <= s <= 1.0 and h == float(s > 0) for h, s in zip(record["hard"][:-1], record["soft"][:-1]))
+        assert record["hard"][-1] == record["soft"][-1] == float(record["correct"])
+    prefixes = sum(len(r["steps"]) - 1 for r in records)
+    if one_request:  # a request per continuation, and one more for each that reached the forced step
+        assert prefixes <= completing.requests < prefixes * 2 * config.max_depth
