@@ -74,7 +74,7 @@ def annotate_solutions(
     def start(problem) -> Chains:
         tree, paths = by_tree[problem.id]
         starts = list({n.id: n for path in paths for n in path[:-1]}.values())
-        return Chains(tree, completions, env.config.seed + 1, starts, steps=_steps_per_request(env, one_request))
+        return Chains(tree, completions, env.config.seed + 1, starts, whole=one_request)
 
     def done(tree: Tree) -> None:
         records.extend(_record(tree, path, first_new[tree.problem_id], completions, env)
@@ -113,17 +113,11 @@ def annotate(
 
     def start(problem) -> Chains:
         starts = [n for chain in solutions[problem.id] for n in chain[:-1]]  # every step but the last
-        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts,
-                      steps=_steps_per_request(env, one_request))
+        return Chains(by_id[problem.id], completions, env.config.seed + 1, starts, whole=one_request)
 
     expander = Expander(env)
     _, completing = Driver(expander, env.config, "completer", done, progress).run(problems, start)
     return [r for p in problems for r in records.get(p.id, [])], sampling, completing
-
-
-def _steps_per_request(env: SearchEnv, one_request: bool) -> int:
-    """A continuation to its end (the Expander caps it at the depth limit), or a step at a time."""
-    return env.config.max_depth if one_request else 1
 
 
 def _record(tree: Tree, chain: list[Node], first_new: dict[int, int], completions: int, env: SearchEnv) -> dict:

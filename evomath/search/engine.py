@@ -124,9 +124,9 @@ class Expansion:
     seed: int | None
     key: Any = None  # the method's handle (a rollout, a chain)
     dedupe: bool = True
-    # Up to this many steps per request where the format runs no code between steps (the rest of a
-    # solution in one request, split into steps afterwards: Expander.steps_per_request).
-    steps: int = 1
+    # The rest of the solution in one request, split into steps afterwards, where the format runs no
+    # code between steps (Expander.steps_per_request); else one step.
+    whole: bool = False
     children: list[Node] = field(default_factory=list)
     tokens: int = 0
     prompt_tokens: int = 0
@@ -233,10 +233,10 @@ class Expander:
         steps afterwards, up to the depth limit less a forced last step (that one stays a request
         of its own, opened with the answer). Each step is then a paragraph of any length; the
         request's budget is ``max_step_tokens`` per step."""
-        if exp.steps <= 1 or not getattr(self.fmt, "steps_in_one_request", False):
+        if not exp.whole or not getattr(self.fmt, "steps_in_one_request", False):
             return 1
         forced = 1 if self.config.force_final_answer and getattr(self.fmt, "answer_prefix", None) else 0
-        return max(1, min(exp.steps, self.config.max_depth - exp.leaf.depth - forced))
+        return max(1, self.config.max_depth - exp.leaf.depth - forced)
 
     def _request(self, tree: Tree, exp: Expansion) -> GenerationRequest:
         steps = self.steps_per_request(exp)
@@ -265,12 +265,13 @@ class Expander:
         for completion in result.completions or [Completion("", 0, "length")]:
             text = forced + completion.text
             pieces = self._pieces(text, completion, steps)
-            first = self.fmt.parse_step(*pieces[0][:2])
+            parsed = [self.fmt.parse_step(piece, finish) for piece, finish, _ in pieces]
+            first = parsed[0]
             key = (first is None, normalise(first.text if first and steps == 1 else text))
             if exp.dedupe and key in seen:
                 continue
             seen.add(key)
-            chain = self._add_chain(tree, exp.leaf, pieces)
+            chain = self._add_chain(tree, exp.leaf, pieces, parsed)
             chain[0].node.policy_prior = completion.logprob / max(completion.num_tokens, 1) \
                 if completion.logprob is not None else None  # a mean log-probability until normalised below
             exp.children.append(chain[0].node)
@@ -292,15 +293,16 @@ class Expander:
         tokens[-1] += completion.num_tokens - sum(tokens)
         return list(zip(kept, finishes, tokens))
 
-    def _add_chain(self, tree: Tree, leaf: Node, pieces: list[tuple[str, str, int]]) -> list[_Child]:
+    @staticmethod
+    def _add_chain(tree: Tree, leaf: Node, pieces: list[tuple[str, str, int]],
+                   parsed: list[ParsedStep | None]) -> list[_Child]:
         """One node per piece, each below the one before, ending at the first final or empty step."""
         chain: list[_Child] = []
         parent = leaf
-        for text, finish, tokens in pieces:
-            parsed = self.fmt.parse_step(text, finish)
-            node = tree.add_child(parent, parsed.text if parsed else text, num_tokens=tokens)
-            chain.append(_Child(tree, node, parsed))
-            if parsed is None or parsed.is_final:
+        for (text, _, tokens), step in zip(pieces, parsed):
+            node = tree.add_child(parent, step.text if step else text, num_tokens=tokens)
+            chain.append(_Child(tree, node, step))
+            if step is None or step.is_final:
                 break
             parent = node
         return chain

@@ -29,11 +29,11 @@ from evomath.tree import Node, Tree
 class Chains(SearchState):
     """``n`` single-path branches below each node of ``starts`` (default: the root): independent
     samples of a whole solution, or (Math-Shepherd's completer) of its continuations from a prefix.
-    ``steps``: how many steps one request may write (Expansion.steps; one: step by step)."""
+    ``whole``: each request writes the rest of its chain where the format allows (Expansion.whole)."""
 
-    def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None, steps: int = 1) -> None:
+    def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None, whole: bool = False) -> None:
         super().__init__(tree)
-        self.n, self.seed, self.steps = n, seed, steps
+        self.n, self.seed, self.whole = n, seed, whole
         self.starts = list(starts) if starts is not None else [tree.root]
         self.leaves: dict | None = None  # chain -> its unfinished last step
 
@@ -45,11 +45,11 @@ class Chains(SearchState):
         if self.leaves is None:
             return [
                 Expansion(start, self.n, derive_seed(self.seed, pid, "root" if start.parent is None else f"from{start.id}"),
-                          key=start, dedupe=False, steps=self.steps)
+                          key=start, dedupe=False, whole=self.whole)
                 for start in self.starts if not start.is_terminal
             ]
         return [
-            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain, steps=self.steps)
+            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain, whole=self.whole)
             for chain, leaf in self.leaves.items()
         ]
 
@@ -71,9 +71,8 @@ class Chains(SearchState):
 
 def _sample(problems, env: SearchEnv, *, n, temperature, method, score, on_tree_done, progress):
     expander = Expander(env, temperature=temperature, score_answers=score)
-    steps = env.config.max_depth if env.config.whole_solutions else 1  # Expander.steps_per_request caps it
     return Driver(expander, env.config, method, on_tree_done, progress).run(
-        problems, lambda problem: Chains(new_tree(problem), n, env.config.seed, steps=steps)
+        problems, lambda problem: Chains(new_tree(problem), n, env.config.seed, whole=env.config.whole_solutions)
     )
 
 

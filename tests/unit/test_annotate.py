@@ -79,7 +79,7 @@ def test_a_continuation_stops_at_the_depth_limit_and_forces_its_answer():
     env = SearchEnv(backend, SplittingFormat(), config, None, FakeGrader())
     tree = Tree("p", "q", "5")
     [grown], stats = Driver(Expander(env), config, "completer", None, False).run(
-        [Problem("p", "q", "5")], lambda problem: Chains(tree, 1, 0, steps=config.max_depth))
+        [Problem("p", "q", "5")], lambda problem: Chains(tree, 1, 0, whole=True))
     path = [n.text for n in grown.nodes[1:]]
     assert path == ["s1", "s2", "s3", "\\boxed{5}"] and grown.nodes[-1].correct
     first, forced = backend.batches
