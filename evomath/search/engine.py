@@ -133,7 +133,14 @@ class Expansion:
 
 
 class SearchState:
-    """One problem's search. ``pending`` returns [] exactly when the search is finished."""
+    """One problem's search. ``pending`` returns [] exactly when the search is finished, or (an
+    ``independent`` search) when all it can expand is on the engine.
+
+    ``independent``: its expansions need not come back together (separate chains, not one MCTS
+    selection): the Driver hands each one to ``absorb`` as soon as it is back and asks ``pending``
+    again at once, so one slow sequence holds up only its own chain, not its tree's others."""
+
+    independent = False
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
@@ -411,7 +418,8 @@ class Driver:
 
     ``feed: continuous`` (the default): a tree's next expansions go to the engine as soon as its last
     ones are back, while other trees' steps are still decoding, so the engine's batch never drains
-    to its longest sequence; ``feed: waves``: every tree waits for the whole batch (one
+    to its longest sequence (and an ``independent`` search's next expansion of a chain goes as soon as
+    that chain's last one is back); ``feed: waves``: every tree waits for the whole batch (one
     ``generate`` per step of all trees, rStar's lock-step). Each request is seeded, so both sample
     the same steps up to the numerics of other batch compositions.
     """
@@ -436,58 +444,70 @@ class Driver:
         active: dict[int, SearchState] = {}
         trees: list[Tree | None] = [None] * len(problems)
         stream = open_stream(self.expander.backend, self.config.feed)
-        flight: dict[int, _InFlight] = {}
-        owner: dict[int, tuple[int, int]] = {}  # ticket -> (tree index, position in its expansions)
+        flight: dict[int, list[_InFlight]] = {}  # tree index -> its batches on the engine
+        owner: dict[int, tuple[int, _InFlight, int]] = {}  # ticket -> (tree index, its batch, position in it)
+        asking: set[int] = set()  # trees to ask for their next expansions
         slots = max(1, self.config.concurrent_problems)
         with tqdm(total=len(problems), desc=self.method, unit="problem", disable=not self.progress) as bar, \
                 closing(stream):
             while queue or active:
-                while True:  # every idle search submits; a finished one frees its slot at once
+                while True:  # every search that may expand submits; a finished one frees its slot at once
                     while queue and len(active) < slots:
                         index, problem = queue.popleft()
                         active[index] = start(problem)
-                    idle = [i for i in active if i not in flight]
-                    if not idle:
+                        flight[index] = []
+                        asking.add(index)
+                    if not asking:
                         break
                     fill = 1 if queue else max(1, slots // len(active))
-                    for index in idle:
-                        expansions = active[index].pending(fill)
+                    for index in sorted(asking):
+                        asking.discard(index)
+                        state = active[index]
+                        expansions = state.pending(fill)
                         if not expansions:
-                            trees[index] = self._finish(active.pop(index), stats)
-                            bar.update(1)
+                            if not flight[index]:
+                                del flight[index]
+                                trees[index] = self._finish(active.pop(index), stats)
+                                bar.update(1)
                             continue
-                        tree = active[index].tree
-                        tickets = stream.submit(self.expander.requests([(tree, e) for e in expansions]))
-                        owner.update({t: (index, k) for k, t in enumerate(tickets)})
-                        flight[index] = _InFlight(expansions, [None] * len(expansions))
+                        batches = [[e] for e in expansions] if state.independent else [expansions]
+                        for batch in batches:
+                            tickets = stream.submit(self.expander.requests([(state.tree, e) for e in batch]))
+                            entry = _InFlight(batch, [None] * len(batch))
+                            owner.update({t: (index, entry, k) for k, t in enumerate(tickets)})
+                            flight[index].append(entry)
                         stats.requests += len(expansions)
-                if flight:
-                    self._step(active, flight, owner, stream, stats)
+                if owner:
+                    asking = self._step(active, flight, owner, stream, stats)
                     bar.set_postfix(tok_s=f"{stats.generated_tokens / (time.perf_counter() - began):.0f}")
         stats.seconds = time.perf_counter() - began
         return trees, stats
 
-    def _step(self, active: dict[int, SearchState], flight: dict[int, _InFlight], owner: dict[int, tuple[int, int]],
-              stream, stats: SearchStats) -> None:
-        """Wait for the engine to finish some requests; the trees whose expansions are all back absorb them."""
+    def _step(self, active: dict[int, SearchState], flight: dict[int, list[_InFlight]],
+              owner: dict[int, tuple[int, _InFlight, int]], stream, stats: SearchStats) -> set[int]:
+        """Wait for the engine to finish some requests; the batches that are all back are absorbed
+        (all trees' together: one grading and scoring pass). Returns the trees that absorbed one."""
         t0 = time.perf_counter()
         finished = stream.poll()
         stats.generate_seconds += time.perf_counter() - t0
         stats.batches += 1
         for ticket, result in finished:
-            index, position = owner.pop(ticket)
-            flight[index].results[position] = result
-        ready = [i for i, f in flight.items() if f.complete]
-        self.expander.absorb([(active[i].tree, e) for i in ready for e in flight[i].expansions],
-                             [r for i in ready for r in flight[i].results], stats)
-        share = (time.perf_counter() - t0) / len(flight)  # the wall time, split over the trees waiting
-        for index in flight:
+            _, entry, position = owner.pop(ticket)
+            entry.results[position] = result
+        ready = [(i, entry) for i, entries in flight.items() for entry in entries if entry.complete]
+        self.expander.absorb([(active[i].tree, e) for i, entry in ready for e in entry.expansions],
+                             [r for _, entry in ready for r in entry.results], stats)
+        waiting = [i for i, entries in flight.items() if entries]
+        share = (time.perf_counter() - t0) / len(waiting)  # the wall time, split over the trees waiting
+        for index in waiting:
             active[index].seconds += share
-        for index in ready:
-            state, expansions = active[index], flight.pop(index).expansions
-            state.tokens += sum(e.tokens for e in expansions)
-            state.prompt_tokens += sum(e.prompt_tokens for e in expansions)
-            state.absorb(expansions)
+        for index, entry in ready:
+            state = active[index]
+            flight[index].remove(entry)
+            state.tokens += sum(e.tokens for e in entry.expansions)
+            state.prompt_tokens += sum(e.prompt_tokens for e in entry.expansions)
+            state.absorb(entry.expansions)
+        return {index for index, _ in ready}
 
     def _finish(self, state: SearchState, stats: SearchStats) -> Tree:
         tree, meta = state.tree, state.tree.meta

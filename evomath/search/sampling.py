@@ -29,38 +29,50 @@ from evomath.tree import Node, Tree
 class Chains(SearchState):
     """``n`` single-path branches below each node of ``starts`` (default: the root): independent
     samples of a whole solution, or (Math-Shepherd's completer) of its continuations from a prefix.
-    ``whole``: each request writes the rest of its chain where the format allows (Expansion.whole)."""
+    ``whole``: each request writes the rest of its chain where the format allows (Expansion.whole).
+    The chains are independent: each advances as soon as its own last request is back."""
+
+    independent = True
 
     def __init__(self, tree: Tree, n: int, seed: int, starts: Sequence[Node] | None = None, whole: bool = False) -> None:
         super().__init__(tree)
         self.n, self.seed, self.whole = n, seed, whole
-        self.starts = list(starts) if starts is not None else [tree.root]
-        self.leaves: dict | None = None  # chain -> its unfinished last step
+        starts = list(starts) if starts is not None else [tree.root]
+        self.unstarted = [start for start in starts if not start.is_terminal]
+        self.firsts: set[Expansion] = set()  # on the engine: the n first steps below a start
+        self.open: dict = {}  # chain -> its unfinished last step, not on the engine
 
     def _key(self, start: Node, i: int):
         return i if start.parent is None else (start.id, i)  # chains below the root keep their plain numbers
 
     def pending(self, fill: int) -> list[Expansion]:
         pid = self.tree.problem_id
-        if self.leaves is None:
-            return [
-                Expansion(start, self.n, derive_seed(self.seed, pid, "root" if start.parent is None else f"from{start.id}"),
-                          key=start, dedupe=False, whole=self.whole)
-                for start in self.starts if not start.is_terminal
-            ]
-        return [
-            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain, whole=self.whole)
-            for chain, leaf in self.leaves.items()
+        firsts = [
+            Expansion(start, self.n, derive_seed(self.seed, pid, "root" if start.parent is None else f"from{start.id}"),
+                      key=start, dedupe=False, whole=self.whole)
+            for start in self.unstarted
         ]
+        later = [
+            Expansion(leaf, 1, derive_seed(self.seed, pid, chain, leaf.depth), key=chain, whole=self.whole)
+            for chain, leaf in self.open.items()
+        ]
+        self.firsts.update(firsts)
+        self.unstarted, self.open = [], {}
+        return firsts + later
 
     def absorb(self, expansions: list[Expansion]) -> None:
-        if self.leaves is None:
-            firsts = {self._key(e.key, i): child for e in expansions for i, child in enumerate(e.children)}
-        else:
-            firsts = {e.key: e.children[0] for e in expansions}
-        ends = {chain: self._end(node) for chain, node in firsts.items()}
-        self.leaves = {chain: node for chain, node in ends.items() if not node.is_terminal}
-        self.rollouts += len(ends) - len(self.leaves)
+        for e in expansions:
+            if e in self.firsts:
+                self.firsts.discard(e)
+                steps = {self._key(e.key, i): child for i, child in enumerate(e.children)}
+            else:
+                steps = {e.key: e.children[0]}
+            for chain, node in steps.items():
+                end = self._end(node)
+                if end.is_terminal:
+                    self.rollouts += 1
+                else:
+                    self.open[chain] = end
 
     def _end(self, node: Node) -> Node:
         """The last of the steps one request wrote below the chain (they form a single path)."""

@@ -69,6 +69,51 @@ def test_best_of_n_samples_n_chains_per_problem_in_shared_batches():
     assert stats.generated_tokens == 4 * (3 + 3 + 8) and stats.prompt_tokens == 10 * 10
 
 
+class SlowStepBackend(FakeBackend):
+    """A backend with its own stream that finishes one request per poll, a request after the step
+    'slow' last; it logs each submission beside the steps still on the engine."""
+
+    def stream(self):
+        backend, queued = self, []
+
+        class Stream:
+            submits = []
+
+            def submit(self, requests):
+                start = sum(len(sent) for sent, _ in self.submits)
+                self.submits.append(([last_step(r.prompt) for r in requests], [last_step(r.prompt) for _, r in queued]))
+                queued.extend(enumerate(requests, start))
+                return [ticket for ticket, _ in queued[-len(requests):]]
+
+            def poll(self):
+                first = min(queued, key=lambda item: (last_step(item[1].prompt) == "slow", item[0]))
+                queued.remove(first)
+                return [(first[0], backend.generate([first[1]])[0])]
+
+            def close(self):
+                pass
+
+        self.opened = Stream()
+        return self.opened
+
+
+def test_a_chain_advances_while_a_slower_chain_of_its_tree_decodes():
+    """Chains are independent: the Driver absorbs each one's step as soon as it is back and sends its
+    next, instead of waiting for the tree's slowest sequence; the samples are the same as in waves."""
+    script = table_script({"": ["s", "slow"], "s": ["u"], "u": ["\\boxed{5}"], "slow": ["\\boxed{6}"]})
+    cfg = SearchConfig(max_step_tokens=32)
+    streaming = SlowStepBackend(script)
+    trees, stats = best_of_n([Problem("p0", "q0", "5")], SearchEnv(streaming, FakeFormat(), cfg, None, FakeGrader()),
+                             n=2, progress=False)
+    waves, wave_stats = best_of_n([Problem("p0", "q0", "5")],
+                                  SearchEnv(FakeBackend(script), FakeFormat(), cfg.model_copy(update={"feed": "waves"}),
+                                            None, FakeGrader()), n=2, progress=False)
+    assert (["u"], ["slow"]) in streaming.opened.submits  # chain 's' went on while 'slow' was on the engine
+    paths = lambda tree: sorted((tree.steps_text(n), n.correct) for n in tree.answered())  # noqa: E731
+    assert paths(trees[0]) == paths(waves[0]) == [(["s", "u", "\\boxed{5}"], True), (["slow", "\\boxed{6}"], False)]
+    assert (stats.rollouts, stats.requests, stats.generated_tokens) == (2, 4, wave_stats.generated_tokens)
+
+
 def test_whole_solutions_sample_each_solution_in_one_request_split_into_steps():
     """whole_solutions: one request per problem (n samples, no stop markers, the depth's budget)
     and no second batch; each sample becomes its chain of steps, graded like a step-wise one. A
