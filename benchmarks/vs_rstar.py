@@ -15,9 +15,9 @@ as vLLM 0.6.6 had it, evomath keeps its own on. ``torch.set_num_threads(12)`` in
 Settings (``--setting``):
   a  the code format on 8 GSM8K test problems, 4 rollouts x 4 candidates, depth 4, 64 tokens a step, T 0.7
   b  rStar's data-generation shape (sample_mcts.yaml: 2-shot code prompt, n = 12, 16 rollouts) scaled
-     to about 10 minutes of rStar: 8 rollouts x 8 candidates, depth 4, 64 tokens a step, on 4 problems.
-     rStar's time is linear in problems (lock-step waves that re-read every prompt: about 1.5 s per
-     sampled sequence here), so more problems do not fit 10 minutes; ``--only evomath --problems 16``
+     down: 8 rollouts x 8 candidates, depth 4, 64 tokens a step, on 4 problems (rStar took 248 s
+     on 2 idle cores, 2026-12-01; its time is linear in problems: lock-step waves that re-read every
+     prompt, so ``--problems 8`` fills about 10 minutes of it); ``--only evomath --problems 16``
      shows evomath with more.
 Any of --problems/--rollouts/--candidates/--depth/--step-tokens/--temperature overrides the preset.
 
