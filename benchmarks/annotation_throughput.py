@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+MODES = {"one-request": True, "step-wise": False}  # mode -> annotate's one_request
+
 
 def completer_job(env, problems, samples: int):
     """The sampled solutions the completer starts from: (tree, path) per answered solution."""
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--modes", default="one-request,step-wise", help="which completer modes to run (comma-separated)")
     args = parser.parse_args(argv)
+    unknown = set(args.modes.split(",")) - set(MODES)
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(sorted(unknown))} (choose from {', '.join(MODES)})")
 
     from evomath import engines
     from evomath.config import load_config
@@ -101,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     with env.sandbox, env.grader:
         solutions = completer_job(env, load_benchmark(args.test, limit=args.problems, seed=0), args.samples)
         print(f"{len(solutions)} solutions of {args.problems} problems, {args.completions} continuations a step")
-        modes = {mode: one_request for mode, one_request in {"one-request": True, "step-wise": False}.items()
-                 if mode in args.modes.split(",")}
+        modes = {mode: one_request for mode, one_request in MODES.items() if mode in args.modes.split(",")}
         totals = {mode: {"tokens": 0, "seconds": 0.0, "raw_tokens": 0, "raw_seconds": 0.0, "labels": 0}
                   for mode in modes}
         for repeat in range(args.repeats + 1):  # the first round warms every path up and is not counted
