@@ -212,23 +212,26 @@ def run_rstar(args, s: dict, problems: list, model_dir: str, work: Path) -> dict
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
         raise SystemExit(f"rStar failed (exit {done.returncode}); log {log_path}:\n{tail}")
     stats = json.loads(stats_path.read_text())
-    stats |= {"rollouts": stats["problems"] * stats.get("iterations", s["rollouts"]), "seconds": stats["solve_s"]}
-    stats["solved"] = _rstar_solved(work / "rstar_out" / "trees.jsonl")
-    return stats
+    stats |= {"rollouts": stats["problems"] * stats.get("iterations", s["rollouts"]), "seconds": stats["solve_s"],
+              "expansions": stats["requests"]}
+    return stats | _rstar_trees(work / "rstar_out" / "trees.jsonl")
 
 
-def _rstar_solved(path: Path) -> int | None:
-    """Problems with a correct answer in rStar's trees: with ``is_sampling`` a correct answer backs
-    up +1 and is visited once, so its Q is exactly 1 (wrong answers and dead ends get -1)."""
+def _rstar_trees(path: Path) -> dict:
+    """What rStar's trees hold: steps (nodes below the roots), answers (steps with a final answer:
+    not a dead end, too many steps or too many code errors) and solved problems (with
+    ``is_sampling`` a correct answer backs up +1 and is visited once, so its Q is exactly 1)."""
     if not path.exists():
-        return None
+        return {"solved": None, "answers": None, "steps": None}
     special = ("Too many consecutive", "Fail to sove", "Fail to generate")
-    solved = 0
+    solved = answers = steps = 0
     for line in path.read_text().splitlines():
-        states = json.loads(line)["rstar"].values()
-        solved += any(isinstance(v, dict) and v.get("final_answer") and not str(v["final_answer"]).startswith(special)
-                      and v.get("q_value") == 1.0 for v in states)
-    return solved
+        states = [v for v in json.loads(line)["rstar"].values() if isinstance(v, dict)]
+        answered = [v for v in states if v.get("final_answer") and not str(v["final_answer"]).startswith(special)]
+        steps += len(states) - 1
+        answers += len(answered)
+        solved += any(v.get("q_value") == 1.0 for v in answered)
+    return {"solved": solved, "answers": answers, "steps": steps}
 
 
 # --- evomath's side ----------------------------------------------------------------------------
@@ -261,9 +264,12 @@ def run_evomath_child(spec: dict) -> dict:
     finally:
         backend.close()
     solved = sum(any(n.correct for n in t.answered()) for t in trees)
+    answers = sum(len(t.answered()) for t in trees)
+    steps = sum(len(t.nodes) - 1 for t in trees)
     # the engine is fed continuously (LLM.generate is not called): tokens and time from the search's stats
     return meter.totals() | {"rollouts": stats.rollouts, "seconds": stats.seconds, "startup_s": startup,
-                             "problems": len(trees), "solved": solved, "generated_tokens": stats.generated_tokens,
+                             "problems": len(trees), "solved": solved, "answers": answers, "steps": steps,
+                             "expansions": stats.requests, "generated_tokens": stats.generated_tokens,
                              "prompt_tokens": stats.prompt_tokens, "generate_s": stats.generate_seconds,
                              "generate_calls": stats.batches, "feed": search.feed}
 
@@ -296,10 +302,19 @@ def report(name: str, s: dict, sides: dict[str, dict]) -> None:
               f"{r['generate_s']:>8.1f} ({share:4.0%}) {r['generate_calls']:>6d} {r['startup_s']:>10.1f} "
               f"{r['solved'] if r['solved'] is not None else '-':>6}  {r['load_before']} -> {r['load_after']}, "
               f"others {r['other_cores']:.2f} cores")
+    print("what a rollout did (expansions: requests of n candidates; steps: tree nodes; answers: steps with a "
+          "final answer, graded)")
+    for side, r in sides.items():
+        n = r["rollouts"]
+        print(f"{side:8s} {r['expansions']:>5d} expansions ({r['expansions'] / n:.2f} a rollout), "
+              f"{r['generated_tokens'] / n:.0f} tokens a rollout, {r['steps']} steps, {r['answers']} answers "
+              f"({r['answers'] / r['seconds']:.2f}/s)")
     rs, ev = sides["rStar"], sides["evomath"]
     per_s = lambda r, key: r[key] / r["seconds"]  # noqa: E731
     print(f"evomath / rStar: {per_s(ev, 'rollouts') / per_s(rs, 'rollouts'):.2f}x rollouts/s, "
           f"{per_s(ev, 'generated_tokens') / per_s(rs, 'generated_tokens'):.2f}x tokens/s, "
+          f"{per_s(ev, 'expansions') / per_s(rs, 'expansions'):.2f}x expansions/s, "
+          f"{per_s(ev, 'answers') / per_s(rs, 'answers'):.2f}x answers/s, "
           f"{(ev['prompt_tokens'] / ev['rollouts']) / (rs['prompt_tokens'] / rs['rollouts']):.2f}x prompt tokens "
           f"per rollout; target >= 5x rollouts/s", flush=True)
 

@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Sequence
 
+from evomath.backends import cpu_sampler
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig
 from evomath.errors import InputError
@@ -110,6 +111,8 @@ class VLLMBackend:
 
         self.config = config or EngineConfig()
         self.model_path = resolve_model(model)
+        if _on_cpu() and self.config.cpu_partial_top_p:
+            cpu_sampler.install()
         self.llm = LLM(**engine_kwargs(self.model_path, self.config))
         self.tokenizer = self.llm.get_tokenizer()
 

@@ -25,6 +25,52 @@ def test_samples_with_counts_stops_and_seeds(policy_backend):
             assert completion.text.endswith("\n\n") and "\n\n" not in completion.text[:-2]
 
 
+# Runs in a fresh process: the stages' in-process engine, whose sampler this process can swap.
+PARTIAL_TOP_P_CHECK = """
+import json, sys
+from evomath.backends import GenerationRequest, cpu_sampler, vllm_backend
+from evomath.config import EngineConfig
+backend = vllm_backend.VLLMBackend(sys.argv[1], EngineConfig(cpu_kv_cache_gb=1.0), in_process=True)
+calls = []
+partial = cpu_sampler.partial_top_p
+cpu_sampler.partial_top_p = lambda *a: calls.append(1) or partial(*a)
+prompts = [backend.chat_prompt(f"Ann has {a} pens and gets {a + 3} more. How many pens now?") for a in (2, 7, 12)]
+requests = [GenerationRequest(prompt=p, n=4, temperature=0.8, top_p=0.95, max_tokens=32, seed=11) for p in prompts]
+def sample():
+    backend.llm.reset_prefix_cache()  # both runs compute the same way, from cold prompts
+    return [[c.text for c in r.completions] for r in backend.generate(requests)]
+ours = sample()
+used = len(calls)
+cpu_sampler.uninstall()
+theirs = sample()
+backend.close()
+print("RESULT " + json.dumps({"calls": used, "ours": ours, "theirs": theirs}))
+"""
+
+
+def test_the_partial_top_p_samples_what_vllms_sort_samples(embedded_model_dir):
+    """On CPUs the in-process engine's top-p runs through evomath.backends.cpu_sampler, and its
+    seeded samples are vLLM's own sort's: all but those where a nucleus' edge ties (vLLM keeps an
+    arbitrary part of the tokens tied with its last kept one, its sort is not stable; the partial
+    top-p keeps them all), at the search's T 0.8 / top-p 0.95 rare."""
+    import subprocess
+    import sys
+
+    from evomath.backends import vllm_backend
+
+    if not vllm_backend._on_cpu():
+        pytest.skip("GPUs keep vLLM's sampler")
+    done = subprocess.run([sys.executable, "-c", PARTIAL_TOP_P_CHECK, str(embedded_model_dir)],
+                          capture_output=True, text=True, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert result["calls"] > 0, "the engine's sampler did not go through the partial top-p"
+    pairs = [(a, b) for ours, theirs in zip(result["ours"], result["theirs"]) for a, b in zip(ours, theirs)]
+    assert len(pairs) == 12 and sum(a == b for a, b in pairs) >= 9, pairs
+    assert all(len(set(texts)) > 1 for texts in result["ours"])  # really sampled
+
+
 def test_greedy_is_deterministic_and_batched_in_order(policy_backend):
     prompts = [f"{a} + {a} =" for a in range(1, 6)]
     requests = [GenerationRequest(prompt=p, temperature=0.0, max_tokens=6) for p in prompts]
