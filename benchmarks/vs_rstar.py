@@ -15,10 +15,10 @@ as vLLM 0.6.6 had it, evomath keeps its own on. ``torch.set_num_threads(12)`` in
 Settings (``--setting``):
   a  the code format on 8 GSM8K test problems, 4 rollouts x 4 candidates, depth 4, 64 tokens a step, T 0.7
   b  rStar's data-generation shape (sample_mcts.yaml: 2-shot code prompt, n = 12, 16 rollouts) scaled
-     down: 8 rollouts x 8 candidates, depth 4, 64 tokens a step, on 4 problems (rStar took 248 s
-     on 2 idle cores, 2026-12-01; its time is linear in problems: lock-step waves that re-read every
-     prompt, so ``--problems 8`` fills about 10 minutes of it); ``--only evomath --problems 16``
-     shows evomath with more.
+     down: 8 rollouts x 8 candidates, depth 4, 64 tokens a step, on 8 problems (rStar took 869 s on
+     2 idle cores, 2026-12-02; 248 s on 4 problems: lock-step waves that re-read every prompt);
+     ``--problems 4`` for a quicker run (two of its four trees end after one rollout, so rStar's
+     later rollouts there are nearly free), ``--only evomath --problems 16`` shows evomath with more.
 Any of --problems/--rollouts/--candidates/--depth/--step-tokens/--temperature overrides the preset.
 
 Printed per side: rollouts, search seconds (engine start-up excluded), rollouts/s, generated and
@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 SETTINGS = {
     "a": dict(problems=8, rollouts=4, candidates=4, depth=4, step_tokens=64, temperature=0.7),
-    "b": dict(problems=4, rollouts=8, candidates=8, depth=4, step_tokens=64, temperature=0.7),
+    "b": dict(problems=8, rollouts=8, candidates=8, depth=4, step_tokens=64, temperature=0.7),
 }
 
 # rStar's PyPI dependencies beyond this venv (its requirements.txt minus vllm/torch/transformers/trl,
@@ -310,11 +310,12 @@ def report(name: str, s: dict, sides: dict[str, dict]) -> None:
               f"{r['generated_tokens'] / n:.0f} tokens a rollout, {r['steps']} steps, {r['answers']} answers "
               f"({r['answers'] / r['seconds']:.2f}/s)")
     rs, ev = sides["rStar"], sides["evomath"]
-    per_s = lambda r, key: r[key] / r["seconds"]  # noqa: E731
-    print(f"evomath / rStar: {per_s(ev, 'rollouts') / per_s(rs, 'rollouts'):.2f}x rollouts/s, "
-          f"{per_s(ev, 'generated_tokens') / per_s(rs, 'generated_tokens'):.2f}x tokens/s, "
-          f"{per_s(ev, 'expansions') / per_s(rs, 'expansions'):.2f}x expansions/s, "
-          f"{per_s(ev, 'answers') / per_s(rs, 'answers'):.2f}x answers/s, "
+    def ratio(key: str) -> str:
+        theirs = rs[key] / rs["seconds"] if rs[key] else 0.0
+        return f"{ev[key] / ev['seconds'] / theirs:.2f}x" if theirs else "n/a (rStar: none)"
+
+    print(f"evomath / rStar: {ratio('rollouts')} rollouts/s, {ratio('generated_tokens')} tokens/s, "
+          f"{ratio('expansions')} expansions/s, {ratio('answers')} answers/s, "
           f"{(ev['prompt_tokens'] / ev['rollouts']) / (rs['prompt_tokens'] / rs['rollouts']):.2f}x prompt tokens "
           f"per rollout; target >= 5x rollouts/s", flush=True)
 
