@@ -12,9 +12,10 @@ with vLLM's full sort. ``benchmarks/cpu_sampler.py`` measures both on the engine
 The kept set is vLLM's: a token stays when the probability of the tokens ranked above it is below
 ``p`` (vLLM's ascending cumulative sum ``<= 1 - p`` removes exactly the others; the most likely
 token always stays), except at the nucleus' edge: tokens whose logit equals the last kept one all
-stay (vLLM keeps those its sort happened to rank first; bf16 logits tie often), and float rounding
-can differ, since the two sum in different orders. Rows with ``p >= 1`` are left as they are (vLLM would also remove tokens whose
-probability underflows to 0, which Gumbel-max sampling never draws). Requests with a top-k go
+stay (vLLM keeps an arbitrary part of them, its CPU sort is not stable; bf16 logits tie often), and
+float rounding can differ, since the two sum in different orders. Rows with ``p >= 1`` are left as
+they are (vLLM would also remove tokens whose probability underflows to 0, which Gumbel-max
+sampling never draws). Requests with a top-k go
 through vLLM's own code. GPUs keep vLLM's kernels: ``install`` is for CPU engines only.
 """
 
