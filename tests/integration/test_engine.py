@@ -30,7 +30,8 @@ PARTIAL_TOP_P_CHECK = """
 import json, sys
 from evomath.backends import GenerationRequest, cpu_sampler, vllm_backend
 from evomath.config import EngineConfig
-backend = vllm_backend.VLLMBackend(sys.argv[1], EngineConfig(cpu_kv_cache_gb=1.0), in_process=True)
+backend = vllm_backend.VLLMBackend(sys.argv[1], EngineConfig(cpu_kv_cache_gb=1.0, cpu_partial_top_p=True),
+                                   in_process=True)
 calls = []
 partial = cpu_sampler.partial_top_p
 cpu_sampler.partial_top_p = lambda *a: calls.append(1) or partial(*a)
