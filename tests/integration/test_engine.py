@@ -50,10 +50,11 @@ print("RESULT " + json.dumps({"calls": used, "ours": ours, "theirs": theirs}))
 
 
 def test_the_partial_top_p_samples_what_vllms_sort_samples(embedded_model_dir):
-    """On CPUs the in-process engine's top-p runs through evomath.backends.cpu_sampler, and its
-    seeded samples are vLLM's own sort's: all but those where a nucleus' edge ties (vLLM keeps an
-    arbitrary part of the tokens tied with its last kept one, its sort is not stable; the partial
-    top-p keeps them all), at the search's T 0.8 / top-p 0.95 rare."""
+    """On CPUs, with engine.cpu_partial_top_p, the in-process engine's top-p runs through
+    evomath.backends.cpu_sampler, and its seeded samples are vLLM's own sort's: all but those where
+    a nucleus' edge ties (vLLM keeps an arbitrary part of the tokens tied with its last kept one,
+    its sort is not stable; the partial top-p keeps them all), at the search's T 0.8 / top-p 0.95
+    rare."""
     import subprocess
     import sys
 
