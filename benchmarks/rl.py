@@ -1,7 +1,8 @@
 """No RL vs outcome-only RL vs process-reward RL, from the same SFT policy at the same generation cost.
 
     python benchmarks/rl.py --work runs/rl-bench [--config configs/cpu_demo.yaml] \
-        [--policy DIR --reward-model DIR] [--token-budget 20000] [--max-steps 30] [--test-problems 400]
+        [--policy DIR --reward-model DIR] [--train-trees TREES] [--token-budget 20000] [--max-steps 30] \
+        [--test-problems 400]
 
 Phases, each cached under --work (a rerun resumes; delete a phase's output to redo it):
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -73,7 +75,6 @@ def rl_arm(args, config, rewards: str, policy: str, reward_model: str) -> dict:
     """One RL run (cached by its metrics file); its metrics and the policy its arm is evaluated with."""
     from evomath.config import RLConfig
     from evomath.formats import make_format
-    from evomath.problems import load_benchmark
     from evomath.scoring import reward_marker
     from training.rl import train_rl
     from training.sft_data import chat_fn
@@ -86,7 +87,7 @@ def rl_arm(args, config, rewards: str, policy: str, reward_model: str) -> dict:
         search = config.search
         chat = chat_fn(policy) if search.prompt_style.startswith("chat") else None
         fmt = make_format(search.step_format, search.prompt_style, chat)
-        problems = load_benchmark(args.train, limit=args.train_problems, seed=0)
+        problems = rl_problems(args, rl)
         began = time.perf_counter()
         metrics = train_rl(problems, policy, reward_model, out / "policy", rl, fmt, progress=False, overwrite=True,
                            max_steps=args.max_steps, curves=out / "curves.jsonl")
@@ -97,6 +98,25 @@ def rl_arm(args, config, rewards: str, policy: str, reward_model: str) -> dict:
     if metrics["stopped"]:
         print(f"   {rewards}: {metrics['stopped']}; evaluated with the SFT policy", flush=True)
     return metrics | {"policy": str(out / "policy") if metrics["saved"] else policy}
+
+
+def rl_problems(args, rl) -> list:
+    """--train-problems of --train (a seeded subset); with --train-trees and ``rl.buckets``, drawn from
+    the problems whose tree (the start policy's search) is in those buckets."""
+    from evomath.problems import load_benchmark
+    from evomath.tree import read_trees
+    from training.buckets import bucket_of, in_buckets
+
+    if args.train_trees is None or not rl.buckets:
+        return load_benchmark(args.train, limit=args.train_problems, seed=0)
+    by_id = {tree.problem_id: bucket_of(tree) for tree in read_trees(args.train_trees)}
+    problems = in_buckets(load_benchmark(args.train), by_id, rl.buckets)
+    if not problems:
+        raise SystemExit(f"{args.train_trees}: no tree of a {args.train} problem is in rl.buckets {rl.buckets}")
+    random.Random(0).shuffle(problems)
+    print(f"   {len(problems)} of {len(by_id)} problems with trees are in {rl.buckets}; "
+          f"training on {min(len(problems), args.train_problems)}", flush=True)
+    return problems[: args.train_problems]
 
 
 def greedy_correct(args, config, arm: str, policy: str) -> dict[str, bool]:
@@ -151,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reward-model", help="the reward model whose step scores are the process rewards")
     parser.add_argument("--train", default="demo_train:1-2", help="RL problems")
     parser.add_argument("--train-problems", type=int, default=40, help="how many of them (seeded subset)")
+    parser.add_argument("--train-trees", type=Path, help="search trees of --train problems by the start policy "
+                        "(trees.jsonl): with the config's rl.buckets, RL trains on the problems in those buckets")
     parser.add_argument("--token-budget", type=int, default=20_000, help="completion tokens each RL arm generates")
     parser.add_argument("--max-steps", type=int, default=30, help="optimizer steps at most (the lr decays over them)")
     parser.add_argument("--test", default="demo_test:1-2", help="held-out problems")

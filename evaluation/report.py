@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from evaluation.methods import parse_method
+from evomath.config import BUCKETS
 
 TABLE = (  # header, summary key(s), format
     ("benchmark", "benchmark", "{}"),
@@ -24,7 +25,6 @@ TABLE = (  # header, summary key(s), format
     ("pass@k", "pass_at_k", "{:.1%}"),
 )
 ROUND_KINDS = ("greedy", "maj", "ppm-bon", "ppm-vote")  # what plot_rounds follows by default
-BUCKETS = ("easy", "medium", "hard")
 
 
 def _cell(row: Mapping, key: str | tuple[str, ...], fmt: str) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evomath import engines
+from evomath.config import BUCKETS as DIFFICULTIES
 from evomath.config import ExperimentConfig, SearchConfig
 from evomath.faults import fault_point
 from evomath.files import append_jsonl, private_dir, read_jsonl, read_records, resume_jsonl, write_json, write_jsonl
@@ -537,8 +538,9 @@ def train_reward(ctx: RoundContext) -> dict:
 def reinforce(ctx: RoundContext) -> dict:
     """Math-Shepherd's step-level RL of the round's SFT policy on its training problems (``rl.enabled``),
     rewarded by the gold answers and, with ``rl.rewards: process``, by the round's reward model at
-    every step's end (``training.rl``). Off, without a reward model yet (process rewards), or
-    stopped by the reward-hacking guard, the round keeps its SFT policy."""
+    every step's end (``training.rl``); with ``rl.buckets``, on the problems the round's bucket stage
+    put in those buckets only. Off, without a reward model yet (process rewards), without a problem
+    in those buckets, or stopped by the reward-hacking guard, the round keeps its SFT policy."""
     from evomath.models import resolve_model
     from training.rl import train_rl
 
@@ -546,14 +548,25 @@ def reinforce(ctx: RoundContext) -> dict:
     policy, reward = round_models(ctx, rl=False)
     if not rl.enabled or (rl.rewards == "process" and reward is None):
         return {"rl_trained": 0, "artifacts": {}}
+    problems = training_problems(ctx.config)
+    if rl.buckets:
+        from training.buckets import in_buckets
+
+        by_id = {row["problem_id"]: row["bucket"] for row in read_jsonl(ctx.path(BUCKETS))}
+        problems = in_buckets(problems, by_id, rl.buckets)
+        if not problems:
+            log.warning("round %d: no training problem in rl.buckets %s: the round keeps its SFT policy", ctx.round,
+                        rl.buckets)
+            return {"rl_trained": 0, "rl_problems": 0, "artifacts": {}}
     engines.release()
-    metrics = train_rl(training_problems(ctx.config), resolve_model(policy), reward, ctx.path(POLICY_RL), rl,
+    metrics = train_rl(problems, resolve_model(policy), reward, ctx.path(POLICY_RL), rl,
                        _policy_format(ctx), progress=False, overwrite=True, curves=ctx.path(RL_CURVES))
     if metrics["stopped"]:
         log.warning("round %d: %s", ctx.round, metrics["stopped"])
     artifacts = {"curves": str(ctx.path(RL_CURVES))} | ({"policy_rl": str(ctx.path(POLICY_RL))} if metrics["saved"]
                                                          else {})
-    return {"rl_trained": metrics["saved"], "reward_hacking": int(bool(metrics["stopped"]))} | _numbers(metrics) | {
+    return {"rl_trained": metrics["saved"], "rl_problems": len(problems),
+            "reward_hacking": int(bool(metrics["stopped"]))} | _numbers(metrics) | {
         "stopped": metrics["stopped"], "artifacts": artifacts}
 
 
@@ -611,7 +624,7 @@ REGISTRY: dict[str, Stage] = {stage.name: stage for stage in (
     Stage("train_reward", train_reward, (PAIRS, STEP_LABELS, POLICY), (PPM,),
           (("train_loss", "ppm_loss"), ("heldout_accuracy", "pair_accuracy"),
            ("heldout_step_accuracy", "step_accuracy"))),
-    Stage("reinforce", reinforce, (POLICY, PPM), (POLICY_RL, RL_CURVES),
+    Stage("reinforce", reinforce, (POLICY, PPM, BUCKETS), (POLICY_RL, RL_CURVES),
           (("gold_accuracy_last", "rl_accuracy"), ("prm_score_last", "rl_prm_score"))),
     Stage("evaluate", evaluate, (POLICY, PPM, POLICY_RL), (EVAL,)),
 )}
@@ -733,7 +746,7 @@ def recorded_round(config: ExperimentConfig, k: int) -> dict:
             metrics = json.loads(record.read_text())["metrics"]
             minutes[stage] = metrics.get("stage_seconds", 0.0) / 60
             if stage == "bucket":
-                buckets = {b: metrics[b] for b in ("easy", "medium", "hard") if b in metrics}
+                buckets = {b: metrics[b] for b in DIFFICULTIES if b in metrics}
             produced |= {metric: metrics[metric] for where, metric in PRODUCED if where == stage and metric in metrics}
     summary = directory / EVAL / "summary.json"
     rows = json.loads(summary.read_text()) if summary.exists() else []

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomath.errors import InputError
+
+# A problem's difficulty from its search tree (training/buckets.py): every answer right, some, none.
+Bucket = Literal["easy", "medium", "hard"]
+BUCKETS: tuple[Bucket, ...] = get_args(Bucket)
 
 
 class ConfigError(InputError):
@@ -195,6 +199,11 @@ class RLConfig(TrainingConfig):
     max_completion_length: int = Field(512, ge=1, description="tokens one completion may take")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
     beta: float = Field(0.04, ge=0, description="KL penalty to the SFT policy (Math-Shepherd: 0.04)")
+    buckets: list[Bucket] | None = Field(
+        None, description="train only on the round's problems of these difficulty buckets (the round's bucket "
+        "stage; benchmarks/rl.py: --train-trees): on a medium problem the search answered both right and wrong, so "
+        "GRPO's group there has reward variance and a gradient (DAPO's dynamic sampling, decided ahead from the "
+        "trees); None: every training problem")
     token_budget: int | None = Field(None, ge=1, description="stop once this many completion tokens were generated "
                                      "(compares runs at the same generation cost); None: epochs decide")
     use_vllm: bool = Field(False, description="generate with TRL's colocated vLLM engine (GPUs); False: "

@@ -9,13 +9,10 @@ errors) is hard too: the search found nothing, which is exactly what extra rollo
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
 
+from evomath.config import BUCKETS, Bucket
 from evomath.tree import Tree
-
-Bucket = Literal["easy", "medium", "hard"]
-BUCKETS: tuple[Bucket, ...] = ("easy", "medium", "hard")
 
 
 def bucket_of(tree: Tree) -> Bucket:
@@ -34,3 +31,10 @@ def bucket_counts(trees: Iterable[Tree]) -> dict[str, int]:
 def hard_problem_ids(trees: Iterable[Tree]) -> list[str]:
     """Problems that get extra rollouts, in input order."""
     return [tree.problem_id for tree in trees if bucket_of(tree) == "hard"]
+
+
+def in_buckets(problems: Iterable, bucket_by_id: Mapping[str, str], wanted: Iterable[Bucket]) -> list:
+    """The problems whose bucket is one of ``wanted``, in input order; a problem without a tree
+    (absent from ``bucket_by_id``) is in none."""
+    wanted = set(wanted)
+    return [problem for problem in problems if bucket_by_id.get(problem.id) in wanted]

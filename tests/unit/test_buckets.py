@@ -1,7 +1,8 @@
 """Difficulty buckets on hand-made trees."""
 
+from evomath.problems import Problem
 from evomath.tree import Tree
-from training.buckets import bucket_counts, bucket_of, hard_problem_ids
+from training.buckets import bucket_counts, bucket_of, hard_problem_ids, in_buckets
 
 
 def tree_with(pid: str, *outcomes) -> Tree:
@@ -64,3 +65,11 @@ def test_a_problem_solved_only_through_failing_code_is_hard():
     assert bucket_of(tree) == "hard"  # nothing to fine-tune on: extra rollouts are what it needs
     tree.add_child(tree.root, "clean \\boxed{7}", terminal="answer", answer="7", correct=True)
     assert bucket_of(tree) == "medium"
+
+
+def test_in_buckets_keeps_input_order_and_drops_problems_without_a_tree():
+    problems = [Problem(pid, f"question {pid}", "7") for pid in ("m2", "e1", "m1", "untreed")]
+    by_id = {"m1": "medium", "m2": "medium", "e1": "easy"}
+    assert [p.id for p in in_buckets(problems, by_id, ["medium"])] == ["m2", "m1"]
+    assert [p.id for p in in_buckets(problems, by_id, ["easy", "medium"])] == ["m2", "e1", "m1"]
+    assert in_buckets(problems, by_id, ["hard"]) == []

@@ -324,6 +324,29 @@ def test_a_round_keeps_its_sft_policy_when_rl_is_off_lacks_a_reward_model_or_was
     assert stages.reinforce(ctx) == {"rl_trained": 0, "artifacts": {}} and calls == []
 
 
+def test_rl_buckets_train_on_the_rounds_problems_of_those_buckets_only(tmp_path, monkeypatch):
+    from evolution import stages
+    from evomath.files import write_jsonl
+
+    ctx, calls = _stage_round(tmp_path, monkeypatch, {"saved": 1, "stopped": ""}, enabled=True, buckets=["medium"])
+    write_jsonl(ctx.config.data.source, [{"id": pid, "question": f"q {pid}", "answer": "3"} for pid in ("p1", "p2", "p3")])
+    write_jsonl(ctx.path(stages.BUCKETS), [{"problem_id": "p1", "bucket": "hard"},
+                                          {"problem_id": "p2", "bucket": "medium"}])
+    metrics = stages.reinforce(ctx)
+    assert [p.id for p in calls[0][0]] == ["p2"] and metrics["rl_problems"] == 1
+    assert ctx.path(stages.BUCKETS) in stages.stage_inputs(ctx, "reinforce")  # new buckets rerun the stage
+    ctx, calls = _stage_round(tmp_path / "none", monkeypatch, {"saved": 1, "stopped": ""}, enabled=True,
+                              buckets=["easy"])
+    write_jsonl(ctx.path(stages.BUCKETS), [{"problem_id": "p1", "bucket": "hard"}])
+    assert stages.reinforce(ctx) == {"rl_trained": 0, "rl_problems": 0, "artifacts": {}} and calls == []
+    assert stages.round_models(ctx)[0] == str(ctx.path(stages.POLICY))
+
+
+def test_rl_buckets_name_known_buckets():
+    with pytest.raises(ValueError, match="buckets.0"):
+        RLConfig(buckets=["middling"])
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
