@@ -20,13 +20,11 @@ Phases, each cached under --work (a rerun resumes; delete a phase's output to re
 
 Writes ``report.json`` and prints the table.
 
-Cost, estimated (not run end to end): one GRPO step of the embedded model with 8 completions of at
-most 64 tokens (507 generated) took 27 s (62.7 CPU-seconds, load average 3 on 2 cores), about 19
-generated tokens/s for the whole step (transformers generation, reference and policy passes,
-backward). At that rate the default budget of 20,000 tokens is ~18 minutes an arm; with the start
-round (~6 minutes, the demo's round 1 without its evaluation) and three greedy runs on 400 problems
-(vLLM, ~1 minute each), ~45-50 minutes on an idle machine. Generation time follows the longest
-completion of a batch, so a policy that does not stop (the base model) costs more per token.
+Cost, measured (2026-12-02, idle 2 cores, the demo config's ``rl:``: 2 problems x 8 completions a
+step, 160 tokens at most, --token-budget 16000 --max-steps 16): an RL step takes 55-115 s (about
+half generating through transformers, a quarter the backward pass, the rest the reference
+log-probabilities and the reward model), an arm 15-16 steps in 22-23 minutes, and the three greedy
+evaluations on 400 problems with loading 13 minutes: 58 minutes in all.
 """
 
 from __future__ import annotations

@@ -214,6 +214,9 @@ class RLConfig(TrainingConfig):
                              "is compared with the one before")
     hack_tolerance: float = Field(0.05, ge=0, description="reward-hacking guard: stop when the mean PRM score rose "
                                   "by more than this while gold accuracy fell by more than this")
+    hack_z: float = Field(2.0, ge=0, description="reward-hacking guard: both moves must also exceed this many standard "
+                          "errors of the difference of the two windows' means (from their logged values' spread); a "
+                          "step samples few problems, so its accuracy swings with the problems drawn")
 
     @model_validator(mode="after")
     def _whole_groups(self) -> RLConfig:

@@ -30,7 +30,8 @@ starts (152 s with compilation) and the first step fails pushing the policy's we
 
 Reward hacking: every logging step records the mean reward-model score of the completions (their
 weakest step, Math-Shepherd's solution score) and their gold accuracy; ``HackingGuard`` stops the run
-when the score rose while accuracy fell over a window, and the policy is then not saved.
+when the score rose while accuracy fell over a window, each beyond its noise, and the policy is then
+not saved.
 """
 
 from __future__ import annotations
@@ -191,11 +192,16 @@ class HackingGuard:
 
     After every logging step, with at least 2 * ``window`` logged values: the mean score and the
     mean accuracy of the last ``window`` logging steps are compared with those of the ``window``
-    steps before them; the guard fires when the score rose by more than ``tolerance`` and the
-    accuracy fell by more than ``tolerance``."""
+    steps before them; the guard fires when the score rose and the accuracy fell, each by more than
+    ``tolerance`` and by more than ``z`` standard errors of the difference of the two means (from
+    the spread of the logged values in each window). The second test is what keeps noise from
+    stopping a run: a step samples a few problems, so its accuracy swings by about 0.1 with the
+    problems drawn (the demo's RL: 2 problems a step), and a 0.05 tolerance alone fired on such a
+    swing."""
 
     window: int
     tolerance: float
+    z: float = 2.0
 
     def __post_init__(self):
         self.scores: list[float] = []
@@ -213,16 +219,31 @@ class HackingGuard:
             return None
         before_s, now_s = _mean(self.scores[-2 * w : -w]), _mean(self.scores[-w:])
         before_a, now_a = _mean(self.accuracies[-2 * w : -w]), _mean(self.accuracies[-w:])
-        if now_s - before_s > self.tolerance and before_a - now_a > self.tolerance:
+        if self._moved(self.scores, now_s - before_s) and self._moved(self.accuracies, before_a - now_a):
             return (f"reward hacking at step {step}: the mean reward-model score rose {before_s:.3f} -> {now_s:.3f} "
                     f"while gold accuracy fell {before_a:.3f} -> {now_a:.3f} (mean of the last {w} logging steps "
-                    f"against the {w} before; rl.hack_window={w}, rl.hack_tolerance={self.tolerance}); training "
-                    "stopped, the policy not saved")
+                    f"against the {w} before; rl.hack_window={w}, rl.hack_tolerance={self.tolerance}, "
+                    f"rl.hack_z={self.z}); training stopped, the policy not saved")
         return None
+
+    def _moved(self, values: list[float], change: float) -> bool:
+        """``change`` (the later window's mean minus the earlier's, signed so that hacking is
+        positive) is past the tolerance and past z standard errors of a difference of two means."""
+        w = self.window
+        noise = math.sqrt((_variance(values[-2 * w : -w]) + _variance(values[-w:])) / w)
+        return change > self.tolerance and change > self.z * noise
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def _variance(values: Sequence[float]) -> float:
+    """Sample variance; 0 for a single value (a window of 1 has no spread to estimate)."""
+    if len(values) < 2:
+        return 0.0
+    mean = _mean(values)
+    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
 
 
 # --- the trainer --------------------------------------------------------------------------------
@@ -238,7 +259,7 @@ def _trainer_class():
         def __init__(self, *args, gold: GoldReward, rl: RLConfig, **kwargs):
             super().__init__(*args, reward_funcs=[gold], **kwargs)
             self.gold, self.rl = gold, rl
-            self.guard = HackingGuard(rl.hack_window, rl.hack_tolerance)
+            self.guard = HackingGuard(rl.hack_window, rl.hack_tolerance, rl.hack_z)
             self.generated_tokens = 0
             self.stopped: str | None = None
 

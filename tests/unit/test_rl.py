@@ -116,7 +116,25 @@ def test_the_guard_fires_when_the_score_rises_while_accuracy_falls_over_a_window
     # windows (0.2, 0.23, 0.26) -> (0.29, 0.32, 0.35): +0.09; accuracy 0.47 -> 0.38: -0.09
     assert verdicts[5].startswith("reward hacking at step 6: the mean reward-model score rose 0.230 -> 0.320 while "
                                   "gold accuracy fell 0.470 -> 0.380")
-    assert "rl.hack_window=3, rl.hack_tolerance=0.05" in verdicts[5]
+    assert "rl.hack_window=3, rl.hack_tolerance=0.05, rl.hack_z=2.0" in verdicts[5]
+
+
+# The demo's process RL (benchmarks/rl.py, 2 problems x 8 completions a step), steps 6-15: a 0.05
+# tolerance alone fired on these (score -0.626 -> -0.517, accuracy 0.325 -> 0.237), a swing of
+# the problems drawn: each window's steps spread by about 0.1 in both.
+NOISY_SCORES = [-0.799, -0.685, -0.732, -0.510, -0.402, -0.655, -0.614, -0.490, -0.305, -0.522]
+NOISY_ACCURACIES = [0.188, 0.375, 0.250, 0.312, 0.500, 0.125, 0.188, 0.375, 0.188, 0.312]
+
+
+def test_the_guard_ignores_a_swing_within_the_noise_of_its_windows_and_not_a_real_drop():
+    quiet = HackingGuard(window=5, tolerance=0.05)
+    assert [quiet.update(s, a, step=i) for i, (s, a) in enumerate(zip(NOISY_SCORES, NOISY_ACCURACIES))] == [None] * 10
+    loud = HackingGuard(window=5, tolerance=0.05, z=0.0)  # the guard without its noise test fires
+    assert [loud.update(s, a, step=i) for i, (s, a) in enumerate(zip(NOISY_SCORES, NOISY_ACCURACIES))][-1]
+    guard = HackingGuard(window=5, tolerance=0.05)  # the same spread around a real drop: 0.325 -> 0.075
+    dropped = NOISY_ACCURACIES[:5] + [a - 0.25 for a in NOISY_ACCURACIES[:5]]
+    risen = NOISY_SCORES[:5] + [s + 0.4 for s in NOISY_SCORES[:5]]
+    assert [guard.update(s, a, step=i) for i, (s, a) in enumerate(zip(risen, dropped))][-1]
 
 
 @pytest.mark.parametrize(("score_step", "accuracy_step"), [(0.03, 0.03), (0.0, -0.03), (0.03, 0.0), (0.01, -0.01)])
