@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,10 +241,7 @@ def _mean(values: Sequence[float]) -> float:
 
 def _variance(values: Sequence[float]) -> float:
     """Sample variance; 0 for a single value (a window of 1 has no spread to estimate)."""
-    if len(values) < 2:
-        return 0.0
-    mean = _mean(values)
-    return sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return statistics.variance(values) if len(values) > 1 else 0.0
 
 
 # --- the trainer --------------------------------------------------------------------------------
