@@ -10,7 +10,9 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
 2. **Annotations**: Math-Shepherd's completer on ``--annotate-problems`` of them (``--samples``
    solutions, ``--completions`` continuations per step).
 3. **Verifiers**: PPM (step pairs), ORM (whole-solution pairs), PQM (step Q), PRM (completer
-   labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free), and
+   labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free),
+   PRM-checked (the same trajectories labelled by the demo generator's exact step checker: what
+   PRM800K's human labels are on MATH, the ceiling automatic labels are measured against), and
    AlphaMath's value head (trained jointly with SFT on the trees' best solutions).
 4. **Evaluation**: ``--k`` samples per test problem (held out: ``--test``), scored once by every
    verifier (cached in ``scores.json``): maj@k, pass@k, and each one's best-of-k (weakest step and
@@ -35,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "value")
+VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-checked", "value")
 
 
 def phase(path: Path, what: str):
@@ -99,12 +101,14 @@ def annotations(args, config, engine) -> Path:
 
 def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path]:
     from evomath.formats import make_format
+    from evomath.problems import load_benchmark
     from evomath.tree import read_trees
     from training.ppm import train_ppm
     from training.ppm_pairs import make_pairs
     from training.sft_data import chat_fn, make_sft_data
     from training.step_rewards import (
         annotation_rows,
+        checked_step_rows,
         read_annotations,
         train_step_reward,
         tree_step_rows,
@@ -132,6 +136,10 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
         elif kind == "prm-trees":
             write_step_rows(data / "tree-mc.jsonl", tree_step_rows(read_trees(trees), fmt, config.prm.labels))
             metrics = train_step_reward(data / "tree-mc.jsonl", policy_dir, out, config.prm, "prm", progress=False)
+        elif kind == "prm-checked":  # the same trajectories, labelled by the exact step checker
+            problems = {p.id: p for p in load_benchmark(args.train, limit=args.train_problems, seed=0)}
+            write_step_rows(data / "checked.jsonl", checked_step_rows(read_trees(trees), fmt, problems))
+            metrics = train_step_reward(data / "checked.jsonl", policy_dir, out, config.prm, "prm", progress=False)
         elif kind == "prm":
             notes_rows = read_annotations(notes, config.prm.labels)
             write_step_rows(data / "completer.jsonl", annotation_rows(notes_rows, fmt, config.prm.labels))
@@ -182,7 +190,7 @@ def step_scores(args, trees, dirs: dict[str, Path]) -> tuple[dict[str, list[dict
         if name in cached["scores"]:
             continue
         print(f"== score the samples with {name}", flush=True)
-        scorer = load_scorer(directory, kind="prm" if name == "prm-trees" else name)
+        scorer = load_scorer(directory, kind="prm" if name.startswith("prm") else name)
         began = time.perf_counter()
         cached["scores"][name] = [{str(k): v for k, v in per.items()} for per in score_chains(trees, scorer)]
         cached["seconds"][name] = time.perf_counter() - began
@@ -269,7 +277,7 @@ def report(args, outcomes: dict[str, list[bool]], steps: dict, timings: dict) ->
         rows.append(row)
     print(f"\n{len(base)} test problems, {args.k} samples each (the same for every method)")
     for row in rows:
-        print(f"  {row['method']:24s} {row['accuracy']:24s} {row.get('minus_maj', '')}")
+        print(f"  {row['method']:30s} {row['accuracy']:24s} {row.get('minus_maj', '')}")
     print("\nstep level (ProcessBench F1 against the exact checker; fixed: score < 0; threshold / drop: "
           "the cut fit on the other half of the problems)")
     for name, by_rule in steps.items():

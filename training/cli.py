@@ -78,8 +78,12 @@ def _add_steps_command(sub) -> None:
     source.add_argument("--trees", type=Path, help="trees JSONL from the search")
     source.add_argument("--annotations", type=Path, help="annotations JSONL from `evomath annotate`")
     steps.add_argument("--out", required=True, type=Path, help="step-label JSONL to write")
-    steps.add_argument("--labels", choices=("q", "soft", "hard"), required=True,
-                       help="q: the step's Q (PQM, value head); soft/hard: the Monte-Carlo estimates (PRM)")
+    steps.add_argument("--labels", choices=("q", "soft", "hard", "checked"), required=True,
+                       help="q: the step's Q (PQM, value head); soft/hard: the Monte-Carlo estimates (PRM); "
+                       "checked: 1 until the first step the demo generator's exact checker marks wrong (PRM; "
+                       "demo problems only, with --problems)")
+    steps.add_argument("--problems", default=None,
+                       help="with --labels checked: the demo benchmark the trees were searched on, e.g. demo_train:1-2")
     _add_config_args(steps, ("search", ["step_format"]))
     steps.set_defaults(func=cmd_steps)
 
@@ -230,9 +234,11 @@ def cmd_pairs(args) -> int:
 
 def cmd_steps(args) -> int:
     from evomath.formats import make_format
+    from evomath.problems import load_benchmark
     from evomath.tree import read_trees
     from training.step_rewards import (
         annotation_rows,
+        checked_step_rows,
         label_summary,
         read_annotations,
         tree_step_rows,
@@ -240,7 +246,12 @@ def cmd_steps(args) -> int:
     )
 
     fmt = make_format(_experiment(args).search.step_format)
-    if args.trees:
+    if args.labels == "checked":
+        if not (args.trees and args.problems):
+            raise InputError("--labels checked reads the trees' steps against their problems: give --trees and --problems")
+        problems = {p.id: p for p in load_benchmark(args.problems)}
+        rows = checked_step_rows(read_trees(args.trees), fmt, problems)
+    elif args.trees:
         rows = tree_step_rows(read_trees(args.trees), fmt, args.labels)
     else:
         if args.labels == "q":

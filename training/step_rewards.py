@@ -22,11 +22,12 @@ scorer's text after step k.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from evomath.config import PRMConfig
 from evomath.files import ArtifactError, has_type, read_records
+from evomath.problem import Problem
 from evomath.scoring import encode
 from evomath.tree import Tree
 from training import TrainingInputError
@@ -79,6 +80,36 @@ def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
             else:
                 labels = [good / total if target == "soft" else float(good > 0)
                           for total, good in (counts[n.id] for n in path)]
+            rows.append(step_row(fmt, tree.question, steps, labels, tree.problem_id))
+    return rows
+
+
+def checked_step_rows(trees: Iterable[Tree], fmt, problems: Mapping[str, Problem]) -> list[dict]:
+    """Labels from an exact step checker instead of the gold answer's Monte-Carlo estimate (the
+    demo generator's, ``evomath.demo_data.first_error``; PRM800K's human labels play this part on
+    MATH): every answered trajectory of the trees, step k labelled 1 iff steps 0..k are all right.
+    The ceiling automatic annotation is measured against: the same PRM, the same trajectories, the
+    labels without the policy's Monte-Carlo noise. A tree whose problem is not in ``problems`` is an
+    error naming it (its known values are what the checker reads)."""
+    from evomath.demo_data import first_error
+
+    rows = []
+    for tree in trees:
+        problem = problems.get(tree.problem_id)
+        if problem is None:
+            raise TrainingInputError(f"tree of problem {tree.problem_id!r}: not among the problems given, so its "
+                                     "steps cannot be checked (give the benchmark its trees were searched on)")
+        if "values" not in problem.meta:
+            raise TrainingInputError(f"problem {tree.problem_id!r}: not a generated demo problem, so there is no "
+                                     "exact step checker for it (checked labels need demo problems)")
+        seen: set[tuple[str, ...]] = set()
+        for leaf in tree.answered():
+            steps = tuple(n.text for n in tree.path(leaf))
+            if leaf.answer is None or steps in seen:
+                continue
+            seen.add(steps)
+            wrong_from = first_error(problem, steps)
+            labels = [float(wrong_from is None or k < wrong_from) for k in range(len(steps))]
             rows.append(step_row(fmt, tree.question, steps, labels, tree.problem_id))
     return rows
 

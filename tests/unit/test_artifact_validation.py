@@ -275,6 +275,28 @@ def test_data_commands_work_on_good_trees_and_refuse_a_missing_file(tmp_path, ca
     assert err.count("\n") == 1 and "absent.jsonl: cannot read it (No such file or directory)" in err
 
 
+def test_checked_step_labels_need_the_trees_demo_problems(tmp_path, capsys):
+    from evomath.demo_data import demo_problems
+
+    problem = demo_problems("train", 1, ops=(1,))[0]
+    tree = Tree(problem.id, problem.question, problem.answer)
+    tree.add_child(tree.root, f"\\boxed{{{problem.answer}}}", terminal="answer", answer=problem.answer, correct=True,
+                   visits=1, value_sum=1.0)
+    trees, out = tmp_path / "trees.jsonl", tmp_path / "steps.jsonl"
+    trees.write_text(json.dumps(tree.to_dict()) + "\n")
+    checked = ["data", "steps", "--trees", str(trees), "--labels", "checked", "--out", str(out)]
+    assert main([*checked, "--problems", "demo_train:1-2"]) == 0
+    assert [row["labels"] for row in read_jsonl(out)] == [[1.0]]
+    out.unlink()
+    capsys.readouterr()
+    for extra in ([], ["--problems", "demo_test:1-2"]):  # no problems given; not the trees' benchmark
+        assert main([*checked, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("give --trees and --problems" in err if not extra
+                                         else f"{problem.id!r}: not among the problems given" in err), err
+        assert not out.exists()
+
+
 def test_a_failed_command_leaves_an_earlier_output_unchanged(tmp_path, capsys):
     trees, out = tmp_path / "trees.jsonl", tmp_path / "buckets.json"
     out.write_text("earlier\n")

@@ -8,11 +8,14 @@ import pytest
 from tiny_model import make_tiny_model
 
 from evomath.config import PRMConfig
+from evomath.demo_data import demo_problems
 from evomath.files import ArtifactError, write_jsonl
 from evomath.formats import make_format
+from evomath.problem import Problem
 from evomath.scoring import NotARewardModelError, load_scorer
 from evomath.tree import Tree
-from training.step_rewards import read_step_rows, step_row, train_step_reward, tree_step_rows
+from training import TrainingInputError
+from training.step_rewards import checked_step_rows, read_step_rows, step_row, train_step_reward, tree_step_rows
 
 FMT = make_format("natural")
 FAST = PRMConfig(learning_rate=1e-2, epochs=8, batch_size=8, per_device_batch_size=8, max_length=64,
@@ -47,6 +50,31 @@ def test_labels_from_trees_are_the_correct_leaf_fraction_and_q():
     assert [r["labels"] for r in tree_step_rows([tree], FMT, "q")] == [[0.0, 1.0], [0.0, -1.0], [-1.0, -1.0]]
     row = tree_step_rows([tree], FMT, "q")[0]
     assert row["prompt"] + "".join(row["steps"]) == "q\n\nA\n\nright \\boxed{7}"  # the scorer's text
+
+
+def test_checked_labels_mark_every_step_from_the_first_wrong_one():
+    """The exact checker's labels disagree with the gold answer's where a chain is right only by luck
+    (a wrong step, then the right answer) and where a right step led to a wrong answer."""
+    problem = next(p for p in demo_problems("train", 60, ops=(2,)) if "boxes with" in p.question
+                   and "buys" in p.question)
+    (k, m, bought), (total, left) = problem.meta["given"], problem.meta["values"]
+    tree = Tree(problem.id, problem.question, problem.answer)
+    right = tree.add_child(tree.root, f"She has {k} * {m} = {total} pens.\n\n", visits=2, value_sum=0.0)
+    tree.add_child(right, f"So {total} + {bought} = \\boxed{{{left}}}.", terminal="answer", answer=str(left),
+                   correct=True, visits=1, value_sum=1.0)
+    tree.add_child(right, f"So \\boxed{{{left + 1}}}.", terminal="answer", answer=str(left + 1), correct=False,
+                   visits=1, value_sum=-1.0)
+    lucky = tree.add_child(tree.root, f"She has {k} + {m} = {k + m} pens.\n\n", visits=1, value_sum=1.0)
+    tree.add_child(lucky, f"So \\boxed{{{left}}}.", terminal="answer", answer=str(left), correct=True,
+                   visits=1, value_sum=1.0)
+    rows = checked_step_rows([tree], FMT, {problem.id: problem})
+    assert [r["labels"] for r in rows] == [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
+    assert [r["labels"] for r in tree_step_rows([tree], FMT, "hard")][2] == [1.0, 1.0]  # gold calls luck right
+    with pytest.raises(TrainingInputError, match=f"{problem.id!r}: not among the problems given"):
+        checked_step_rows([tree], FMT, {})
+    plain = Tree("p", "q", "7")
+    with pytest.raises(TrainingInputError, match="'p': not a generated demo problem"):
+        checked_step_rows([plain], FMT, {"p": Problem("p", "q", "7")})
 
 
 @pytest.mark.parametrize("kind", ["prm", "pqm"])
