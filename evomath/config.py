@@ -38,7 +38,7 @@ class EngineConfig(_Config):
 
     backend: Literal["vllm", "openai"] = Field("vllm", description="vllm: in this process; openai: a remote server")
     dtype: str = Field("auto", description="dtype vLLM computes in; auto: bfloat16 on GPUs and on CPUs with "
-                       "AVX512-BF16 or AMX, float32 on other CPUs (bf16 is emulated there, 3.7x slower)")
+                       "AVX512-BF16 or AMX, float32 on other CPUs (bf16 is emulated there, 2.7-4.3x slower)")
     max_model_len: int = Field(2048, ge=16, description="context length: prompt and steps so far plus the new step")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPUs: the fraction of device memory vLLM "
                                           "may take (the memory plan lowers it beside a PPM)")

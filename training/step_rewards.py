@@ -22,14 +22,14 @@ scorer's text after step k.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from evomath.config import PRMConfig
 from evomath.files import ArtifactError, has_type, read_records
 from evomath.problem import Problem
 from evomath.scoring import encode
-from evomath.tree import Tree
+from evomath.tree import Node, Tree
 from training import TrainingInputError
 from training.model_io import check_base_model, common_trainer_args, lora_config, model_init_kwargs
 from training.ppm import mark_reward_model, split_heldout
@@ -61,6 +61,17 @@ def tree_labels(tree: Tree) -> dict[int, tuple[int, int]]:
     return {k: (total, good) for k, (total, good) in counts.items()}
 
 
+def answered_paths(tree: Tree) -> Iterator[list[Node]]:
+    """The root-to-leaf path of every graded answer of a tree, each distinct text once."""
+    seen: set[tuple[str, ...]] = set()
+    for leaf in tree.answered():
+        path = tree.path(leaf)
+        steps = tuple(n.text for n in path)
+        if leaf.answer is not None and steps not in seen:
+            seen.add(steps)
+            yield path
+
+
 def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
     """Labels read off MCTS trees, for free: every answered trajectory, each step labelled with
     ``q`` (its Q, for the PQM and the value head), ``soft`` (the share of graded answers below it that
@@ -68,13 +79,8 @@ def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
     rows = []
     for tree in trees:
         counts = tree_labels(tree)
-        seen: set[tuple[str, ...]] = set()
-        for leaf in tree.answered():
-            path = tree.path(leaf)
-            steps = tuple(n.text for n in path)
-            if leaf.answer is None or steps in seen:
-                continue
-            seen.add(steps)
+        for path in answered_paths(tree):
+            steps = [n.text for n in path]
             if target == "q":
                 labels = [n.q for n in path]
             else:
@@ -102,12 +108,8 @@ def checked_step_rows(trees: Iterable[Tree], fmt, problems: Mapping[str, Problem
         if "values" not in problem.meta:
             raise TrainingInputError(f"problem {tree.problem_id!r}: not a generated demo problem, so there is no "
                                      "exact step checker for it (checked labels need demo problems)")
-        seen: set[tuple[str, ...]] = set()
-        for leaf in tree.answered():
-            steps = tuple(n.text for n in tree.path(leaf))
-            if leaf.answer is None or steps in seen:
-                continue
-            seen.add(steps)
+        for path in answered_paths(tree):
+            steps = [n.text for n in path]
             wrong_from = first_error(problem, steps)
             labels = [float(wrong_from is None or k < wrong_from) for k in range(len(steps))]
             rows.append(step_row(fmt, tree.question, steps, labels, tree.problem_id))
