@@ -72,7 +72,8 @@ def _add_steps_command(sub) -> None:
         help="per-step labels for a PRM, PQM or value head, from trees or from the completer's annotations",
         description="From search trees (--trees): every answered trajectory, each step labelled with its Q (q), the "
         "share of graded answers below it that are right (soft) or whether any is (hard). From annotations "
-        "(--annotations, written by `evomath annotate`): Math-Shepherd's hard or soft estimates.",
+        "(--annotations, written by `evomath annotate`): Math-Shepherd's hard or soft estimates. From trees of demo "
+        "problems with --labels checked --problems BENCHMARK: the demo generator's exact step checker's labels.",
     )
     source = steps.add_mutually_exclusive_group(required=True)
     source.add_argument("--trees", type=Path, help="trees JSONL from the search")
@@ -246,6 +247,8 @@ def cmd_steps(args) -> int:
     )
 
     fmt = make_format(_experiment(args).search.step_format)
+    if args.problems and args.labels != "checked":
+        raise InputError(f"--problems is read with --labels checked only (not {args.labels})")
     if args.labels == "checked":
         if not (args.trees and args.problems):
             raise InputError("--labels checked reads the trees' steps against their problems: give --trees and --problems")

@@ -289,11 +289,14 @@ def test_checked_step_labels_need_the_trees_demo_problems(tmp_path, capsys):
     assert [row["labels"] for row in read_jsonl(out)] == [[1.0]]
     out.unlink()
     capsys.readouterr()
-    for extra in ([], ["--problems", "demo_test:1-2"]):  # no problems given; not the trees' benchmark
-        assert main([*checked, *extra]) == 2
+    refusals = {"give --trees and --problems": checked,  # no problems given
+                f"{problem.id!r}: not among the problems given": [*checked, "--problems", "demo_test:1-2"],
+                "--problems is read with --labels checked only": [*checked[:5], "hard", *checked[6:], "--problems",
+                                                                   "demo_train:1-2"]}
+    for message, argv in refusals.items():
+        assert main(argv) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and ("give --trees and --problems" in err if not extra
-                                         else f"{problem.id!r}: not among the problems given" in err), err
+        assert err.count("\n") == 1 and message in err, err
         assert not out.exists()
 
 
