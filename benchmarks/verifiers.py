@@ -22,7 +22,9 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
    step of every sample; a verifier predicts it as its first step scored below 0 (a PRM's p < 1/2),
    or, cross-fitted over two halves of the problems, below a threshold or falling by more than a
    drop fit on the other half (evaluation/steps.py); F1 is the harmonic mean of its accuracy on
-   erroneous and on correct samples.
+   erroneous and on correct samples. Beside it, each verifier's share of erroneous samples located
+   exactly at the fixed cut minus PRM-trees' on the same samples (problems resampled), and what
+   always naming step 0 scores.
 
 Writes ``report.json`` and prints the tables. The step level needs demo problems (their known values).
 """
@@ -264,7 +266,33 @@ def step_level(args, cases: dict[str, list]) -> dict[str, dict]:
     return out
 
 
-def report(args, outcomes: dict[str, list[bool]], steps: dict, timings: dict) -> dict:
+def located_against(cases: dict[str, list], reference: str = "prm-trees") -> dict[str, str]:
+    """Each verifier's share of erroneous samples whose first wrong step it names at the fixed cut,
+    minus the reference verifier's on the same samples (problems resampled with all their samples),
+    and what always naming step 0 would score: does a verifier locate errors beyond where they
+    usually are?"""
+    from evaluation.stats import paired_bootstrap
+    from evaluation.steps import Rule
+
+    if reference not in cases:
+        return {}
+    rule = Rule("threshold", 0.0)
+    erroneous = [c for c in cases[reference] if c.first_error is not None]
+    if not erroneous:
+        return {}
+    located = {name: [rule.predict(c) == c.first_error for c in per if c.first_error is not None]
+               for name, per in cases.items()}
+    problems = [c.problem_id for c in erroneous]
+    out = {"step 0 always": f"{100 * sum(c.first_error == 0 for c in erroneous) / len(erroneous):.1f}%"}
+    for name, hits in located.items():
+        out[name] = f"{100 * sum(hits) / len(hits):.1f}%"
+        if name != reference:
+            diff = paired_bootstrap(hits, located[reference], groups=problems)
+            out[name] += f", minus {reference} {diff.points()}"
+    return out
+
+
+def report(args, outcomes: dict[str, list[bool]], steps: dict, located: dict[str, str], timings: dict) -> dict:
     from evaluation.stats import accuracy_interval, paired_bootstrap
 
     base = outcomes[f"maj@{args.k}"]
@@ -285,7 +313,12 @@ def report(args, outcomes: dict[str, list[bool]], steps: dict, timings: dict) ->
             print(f"  {name:12s} {rule:9s} F1 {100 * s['f1']:5.1f}  erroneous {100 * s['erroneous_accuracy']:5.1f}% "
                   f"of {s['erroneous_samples']}  correct {100 * s['correct_accuracy']:5.1f}% of {s['correct_samples']}"
                   + (f"  cuts {s['cuts']}" if "cuts" in s else ""))
-    data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "seconds": timings}
+    if located:
+        print("\nfirst wrong step named exactly (fixed cut) on the erroneous samples, paired by problem")
+        for name, text in located.items():
+            print(f"  {name:14s} {text}")
+    data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "located": located,
+            "seconds": timings}
     (args.work / f"report{args.suffix}.json").write_text(json.dumps(data, indent=2) + "\n")
     return data
 
@@ -337,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     test_trees = list(read_trees(samples))
     scores, timings["per_verifier_scoring"] = step_scores(args, test_trees, dirs)
     cases = step_cases(args, test_trees, scores)
-    report(args, verdicts(args, test_trees, scores, cases), step_level(args, cases), timings)
+    report(args, verdicts(args, test_trees, scores, cases), step_level(args, cases), located_against(cases), timings)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 Z95 = 1.959964
@@ -45,12 +45,36 @@ def accuracy_interval(correct: Sequence[bool], z: float = Z95) -> Interval:
     return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
 
 
-def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000, seed: int = 0) -> Interval:
-    """The 95% percentile interval of accuracy(a) - accuracy(b), problems resampled with their pair."""
+def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_000, seed: int = 0,
+                     groups: Sequence[Hashable] | None = None) -> Interval:
+    """The 95% percentile interval of accuracy(a) - accuracy(b), problems resampled with their pair.
+
+    ``groups`` (one key per pair, e.g. its problem) resamples whole groups instead: several samples
+    of one problem succeed or fail together, and resampling them one by one would understate the noise."""
     if len(a) != len(b) or not a:
         raise ValueError(f"paired outcomes need equal, non-empty lengths ({len(a)} and {len(b)})")
     diffs = [int(bool(x)) - int(bool(y)) for x, y in zip(a, b)]
+    if groups is not None:
+        return _grouped_bootstrap(diffs, groups, resamples, seed)
     n = len(diffs)
     rng = random.Random(seed)
     means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
     return Interval(sum(diffs) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])
+
+
+def _grouped_bootstrap(diffs: list[int], groups: Sequence[Hashable], resamples: int, seed: int) -> Interval:
+    if len(groups) != len(diffs):
+        raise ValueError(f"one group per pair: {len(groups)} groups for {len(diffs)} pairs")
+    sums: dict[Hashable, list[int]] = {}
+    for key, diff in zip(groups, diffs):
+        sums.setdefault(key, [0, 0])
+        sums[key][0] += diff
+        sums[key][1] += 1
+    clusters = list(sums.values())  # [sum of differences, pairs] per group
+    rng = random.Random(seed)
+    means = []
+    for _ in range(resamples):
+        drawn = [clusters[rng.randrange(len(clusters))] for _ in clusters]
+        means.append(sum(d for d, _ in drawn) / sum(n for _, n in drawn))
+    means.sort()
+    return Interval(sum(diffs) / len(diffs), means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])

@@ -21,3 +21,18 @@ def test_paired_bootstrap_resolves_a_real_difference_and_not_noise():
     assert not paired_bootstrap(same, shifted).excludes_zero()
     with pytest.raises(ValueError, match="equal, non-empty"):
         paired_bootstrap([True], [True, False])
+
+
+def test_grouped_bootstrap_resamples_problems_not_their_samples():
+    """Eight samples of a problem that all succeed or fail together are one draw's worth of evidence."""
+    a = [p % 3 == 0 for p in range(40) for _ in range(8)]  # 14 of 40 problems, every sample alike
+    b = [p % 4 == 0 for p in range(40) for _ in range(8)]
+    problems = [p for p in range(40) for _ in range(8)]
+    per_sample, grouped = paired_bootstrap(a, b), paired_bootstrap(a, b, groups=problems)
+    assert grouped.estimate == per_sample.estimate
+    assert grouped.high - grouped.low > 2 * (per_sample.high - per_sample.low)
+    singletons = paired_bootstrap(a, b, groups=list(range(len(a))))
+    assert singletons.estimate == per_sample.estimate
+    assert singletons.high - singletons.low == pytest.approx(per_sample.high - per_sample.low, abs=0.02)
+    with pytest.raises(ValueError, match="one group per pair"):
+        paired_bootstrap(a, b, groups=problems[:-1])
