@@ -267,10 +267,10 @@ def step_level(args, cases: dict[str, list]) -> dict[str, dict]:
 
 
 def located_against(cases: dict[str, list], reference: str = "prm-trees") -> dict[str, str]:
-    """Each verifier's share of erroneous samples whose first wrong step it names at the fixed cut,
-    minus the reference verifier's on the same samples (problems resampled with all their samples),
-    and what always naming step 0 would score: does a verifier locate errors beyond where they
-    usually are?"""
+    """Each verifier's share of erroneous samples whose first wrong step it names at the fixed cut
+    (the step level's "fixed" row) minus the reference verifier's on the same samples (problems
+    resampled with all their samples), and what always naming step 0 would score: does a verifier
+    locate errors beyond where they usually are?"""
     from evaluation.stats import paired_bootstrap
     from evaluation.steps import Rule
 
@@ -285,10 +285,8 @@ def located_against(cases: dict[str, list], reference: str = "prm-trees") -> dic
     problems = [c.problem_id for c in erroneous]
     out = {"step 0 always": f"{100 * sum(c.first_error == 0 for c in erroneous) / len(erroneous):.1f}%"}
     for name, hits in located.items():
-        out[name] = f"{100 * sum(hits) / len(hits):.1f}%"
         if name != reference:
-            diff = paired_bootstrap(hits, located[reference], groups=problems)
-            out[name] += f", minus {reference} {diff.points()}"
+            out[f"{name} - {reference}"] = paired_bootstrap(hits, located[reference], groups=problems).points()
     return out
 
 
@@ -316,7 +314,7 @@ def report(args, outcomes: dict[str, list[bool]], steps: dict, located: dict[str
     if located:
         print("\nfirst wrong step named exactly (fixed cut) on the erroneous samples, paired by problem")
         for name, text in located.items():
-            print(f"  {name:14s} {text}")
+            print(f"  {name:28s} {text}")
     data = {"problems": len(base), "k": args.k, "rows": rows, "step_level": steps, "located": located,
             "seconds": timings}
     (args.work / f"report{args.suffix}.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -50,31 +50,22 @@ def paired_bootstrap(a: Sequence[bool], b: Sequence[bool], resamples: int = 10_0
     """The 95% percentile interval of accuracy(a) - accuracy(b), problems resampled with their pair.
 
     ``groups`` (one key per pair, e.g. its problem) resamples whole groups instead: several samples
-    of one problem succeed or fail together, and resampling them one by one would understate the noise."""
+    of one problem succeed or fail together, and resampling them one by one would understate the noise.
+    Without it each pair is its own group."""
     if len(a) != len(b) or not a:
         raise ValueError(f"paired outcomes need equal, non-empty lengths ({len(a)} and {len(b)})")
-    diffs = [int(bool(x)) - int(bool(y)) for x, y in zip(a, b)]
-    if groups is not None:
-        return _grouped_bootstrap(diffs, groups, resamples, seed)
-    n = len(diffs)
-    rng = random.Random(seed)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    return Interval(sum(diffs) / n, means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])
-
-
-def _grouped_bootstrap(diffs: list[int], groups: Sequence[Hashable], resamples: int, seed: int) -> Interval:
-    if len(groups) != len(diffs):
-        raise ValueError(f"one group per pair: {len(groups)} groups for {len(diffs)} pairs")
-    sums: dict[Hashable, list[int]] = {}
-    for key, diff in zip(groups, diffs):
-        sums.setdefault(key, [0, 0])
-        sums[key][0] += diff
-        sums[key][1] += 1
-    clusters = list(sums.values())  # [sum of differences, pairs] per group
-    rng = random.Random(seed)
+    if groups is not None and len(groups) != len(a):
+        raise ValueError(f"one group per pair: {len(groups)} groups for {len(a)} pairs")
+    totals: dict[Hashable, list[int]] = {}  # per group: [sum of differences, pairs]
+    for key, x, y in zip(range(len(a)) if groups is None else groups, a, b):
+        total = totals.setdefault(key, [0, 0])
+        total[0] += int(bool(x)) - int(bool(y))
+        total[1] += 1
+    sums, sizes = [t[0] for t in totals.values()], [t[1] for t in totals.values()]
+    m, rng = len(sums), random.Random(seed)
     means = []
     for _ in range(resamples):
-        drawn = [clusters[rng.randrange(len(clusters))] for _ in clusters]
-        means.append(sum(d for d, _ in drawn) / sum(n for _, n in drawn))
+        drawn = [rng.randrange(m) for _ in range(m)]
+        means.append(sum(sums[i] for i in drawn) / sum(sizes[i] for i in drawn))
     means.sort()
-    return Interval(sum(diffs) / len(diffs), means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])
+    return Interval(sum(sums) / len(a), means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1])

