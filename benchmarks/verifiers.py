@@ -13,7 +13,10 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
    labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free),
    PRM-checked (the same trajectories labelled by the demo generator's exact step checker: what
    PRM800K's human labels are on MATH, the ceiling automatic labels are measured against), and
-   AlphaMath's value head (trained jointly with SFT on the trees' best solutions).
+   AlphaMath's value head (trained jointly with SFT on the trees' best solutions); beside them the
+   ``arithmetic`` rule (evomath.arithmetic, no model, no gold: +1 for a step whose equations hold on
+   numbers the question gives or earlier steps computed, -1 else), what running a step's code is
+   for rStar.
 4. **Evaluation**: ``--k`` samples per test problem (held out: ``--test``), scored once by every
    verifier (cached in ``scores.json``): maj@k, pass@k, and each one's best-of-k (weakest step and
    last step), weighted vote, and filtered vote (the majority among the samples its step rule does not
@@ -39,7 +42,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-checked", "value")
+VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-checked", "value", "arithmetic")
+RULES_ONLY = ("arithmetic",)  # verifiers that are a rule, not a trained model
 
 
 def phase(path: Path, what: str):
@@ -101,7 +105,7 @@ def annotations(args, config, engine) -> Path:
     return out
 
 
-def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path]:
+def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path | None]:
     from evomath.formats import make_format
     from evomath.problems import load_benchmark
     from evomath.tree import read_trees
@@ -122,6 +126,9 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
     train = config.ppm.model_copy(update={"max_pairs": None})
     dirs = {}
     for kind in args.verifiers:
+        if kind in RULES_ONLY:
+            dirs[kind] = None
+            continue
         out = args.work / "verifiers" / kind
         dirs[kind] = out
         if phase(out, f"train {kind}"):
@@ -179,10 +186,11 @@ def test_samples(args, config, engine) -> Path:
     return out
 
 
-def step_scores(args, trees, dirs: dict[str, Path]) -> tuple[dict[str, list[dict[int, float]]], dict[str, float]]:
+def step_scores(args, trees, dirs: dict[str, Path | None]) -> tuple[dict[str, list[dict[int, float]]], dict[str, float]]:
     """Every verifier's score of every step of every answered sample, cached in ``scores.json``
     (scoring is the slow part: about 5 minutes a verifier for 2,048 samples on 2 cores)."""
     from evaluation.runs import score_chains
+    from evomath.arithmetic import derivation_scores
     from evomath.files import write_json
     from evomath.scoring import load_scorer
 
@@ -192,11 +200,13 @@ def step_scores(args, trees, dirs: dict[str, Path]) -> tuple[dict[str, list[dict
         if name in cached["scores"]:
             continue
         print(f"== score the samples with {name}", flush=True)
-        scorer = load_scorer(directory, kind="prm" if name.startswith("prm") else name)
+        scorer = derivation_scores if name == "arithmetic" else \
+            load_scorer(directory, kind="prm" if name.startswith("prm") else name)
         began = time.perf_counter()
         cached["scores"][name] = [{str(k): v for k, v in per.items()} for per in score_chains(trees, scorer)]
         cached["seconds"][name] = time.perf_counter() - began
-        scorer.close()
+        if hasattr(scorer, "close"):
+            scorer.close()
         write_json(path, cached)
     scores = {name: [{int(k): v for k, v in per.items()} for per in cached["scores"][name]] for name in dirs}
     return scores, {name: cached["seconds"][name] for name in dirs}
@@ -323,26 +333,34 @@ def report(args, outcomes: dict[str, list[bool]], steps: dict, located: dict[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/verifiers"))
-    parser.add_argument("--config", type=Path, default=Path("configs/cpu_demo.yaml"))
+    parser.add_argument("--work", type=Path, default=Path("runs/verifiers"),
+                        help="where every phase caches its output (a rerun resumes)")
+    parser.add_argument("--config", type=Path, default=Path("configs/cpu_demo.yaml"),
+                        help="engine, search and training settings")
     parser.add_argument("--policy", default=None, help="the policy that samples (default: the config's)")
-    parser.add_argument("--train", default="demo_train:1-2")
-    parser.add_argument("--test", default="demo_test:1-2")
-    parser.add_argument("--train-problems", type=int, default=200)
-    parser.add_argument("--annotate-problems", type=int, default=100)
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--completions", type=int, default=4)
-    parser.add_argument("--test-problems", type=int, default=256)
-    parser.add_argument("--k", type=int, default=8)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--verifiers", default=",".join(VERIFIERS))
+    parser.add_argument("--train", default="demo_train:1-2", help="benchmark the verifiers learn from")
+    parser.add_argument("--test", default="demo_test:1-2", help="held-out benchmark they are measured on")
+    parser.add_argument("--train-problems", type=int, default=200, help="problems searched by MCTS for training trees")
+    parser.add_argument("--annotate-problems", type=int, default=100,
+                        help="problems the Math-Shepherd completer annotates (the prm verifier only)")
+    parser.add_argument("--samples", type=int, default=4, help="solutions sampled per annotated problem")
+    parser.add_argument("--completions", type=int, default=4, help="completer continuations per step")
+    parser.add_argument("--test-problems", type=int, default=256, help="held-out problems")
+    parser.add_argument("--k", type=int, default=8, help="samples per test problem (maj@k, pass@k, best-of-k)")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature of tests and completer")
+    parser.add_argument("--verifiers", default=",".join(VERIFIERS),
+                        help=f"comma-separated, any of {', '.join(VERIFIERS)}")
     parser.add_argument("--seed", type=int, default=0, help="how problems are split into the cross-fitting halves")
     parser.add_argument("--sample-seed", type=int, default=3,
                         help="the test samples' seed; another seed samples (and scores) again beside the first, in "
                         "test-samples-seed<N>.jsonl, scores-seed<N>.json, report-seed<N>.json")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field, e.g. --set prm.epochs=2 (repeatable)")
     args = parser.parse_args(argv)
     args.verifiers = [v for v in args.verifiers.split(",") if v]
+    unknown = [v for v in args.verifiers if v not in VERIFIERS]
+    if unknown or not args.verifiers:
+        parser.error(f"--verifiers: {', '.join(unknown) or 'none given'}: choose among {', '.join(VERIFIERS)}")
     args.suffix = "" if args.sample_seed == 3 else f"-seed{args.sample_seed}"
 
     from evomath import engines

@@ -101,6 +101,10 @@ class SearchConfig(_Config):
     value_backup: bool = Field(False, description="back the value function's score of new steps up to the root "
                                "(AlphaMath's leaf evaluation); rStar counts it on the new step only")
     max_code_errors: int = Field(2, ge=1, description="consecutive failing code steps that end a branch")
+    check_arithmetic: bool = Field(
+        False, description="natural steps: a step whose arithmetic is not derived (a false equation, or a number "
+        "neither in the question nor computed before: evomath.arithmetic) fails as failing code does for rStar: a "
+        "right answer through it backs up -1, SFT and PPM pairs skip it, max_code_errors of them end a branch")
     force_final_answer: bool = Field(False, description="at the depth limit, open the last step with the format's "
                                      "answer prefix so the chain ends in a gradable answer, not a dead end")
     beam_width: int = Field(1, ge=1, description="step beam search SBS(B1, B2): B1, the beams kept")
@@ -116,6 +120,13 @@ class SearchConfig(_Config):
         "continuous", description="continuous: a tree's next step goes to the engine as soon as its last is back; "
         "waves: every tree waits for the whole batch (rStar's lock-step)")
     seed: int = _seed()
+
+    @model_validator(mode="after")
+    def _arithmetic_needs_natural_steps(self) -> SearchConfig:
+        if self.check_arithmetic and self.step_format != "natural":
+            raise ValueError("check_arithmetic reads natural-language steps; code steps are checked by running "
+                             "them (step_format: natural, or check_arithmetic: false)")
+        return self
 
 
 class TrainingConfig(_Config):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from evomath.arithmetic import ANY_NUMBER, ENUMERATION, EQUATION, evaluate, number
 from evomath.formats.base import StepFormat
 from evomath.formats.code_cot import ANSWER, END_ANSWER, END_CODE, END_STEP, CodeFormat
 from evomath.problem import Problem
@@ -311,36 +311,6 @@ def render_reference(problem: Problem, fmt: StepFormat) -> list[str]:
 # Natural-language steps of a policy's solution, checked against the arithmetic the generator knows
 # (never used to train: it is the oracle that step-level evaluation and data audits are scored by).
 
-_NUMBER = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
-_EQUATION = re.compile(rf"({_NUMBER}(?:\s*(?:[-+*/×÷x])\s*{_NUMBER})+)\s*=\s*({_NUMBER})")
-_ANY_NUMBER = re.compile(_NUMBER)
-
-
-def _number(text: str) -> float:
-    return float(text.replace("$", "").replace(",", ""))
-
-
-def _evaluate(expression: str) -> float | None:
-    """The value of "a op b op c" (the four operations, the usual precedence), None if malformed."""
-    import ast
-
-    clean = re.sub(r"(?<=\d)\s*[x×]\s*(?=[\d$])", " * ", expression).replace("÷", "/").replace("$", "").replace(",", "")
-    try:
-        tree = ast.parse(clean, mode="eval")
-    except SyntaxError:
-        return None
-    if not all(isinstance(n, (ast.Expression, ast.BinOp, ast.Constant, ast.Add, ast.Sub, ast.Mult, ast.Div))
-               for n in ast.walk(tree)):
-        return None
-    try:
-        return float(eval(compile(tree, "<step>", "eval"), {"__builtins__": {}}))  # noqa: S307 (numbers and + - * / only)
-    except ZeroDivisionError:
-        return None
-
-
-_ENUMERATION = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s+", re.IGNORECASE)  # "1. ", "Step 2: "
-
-
 def check_step(problem: Problem, step: str) -> bool:
     """Is this step of a solution to a demo problem right?
 
@@ -355,18 +325,18 @@ def check_step(problem: Problem, step: str) -> bool:
     boxed = last_boxed(step)
     if boxed is not None:
         try:
-            return _number(boxed) == _number(problem.answer)
+            return number(boxed) == number(problem.answer)
         except ValueError:
             return False
-    step = _ENUMERATION.sub("", step)
+    step = ENUMERATION.sub("", step)
     in_equations: list[tuple[int, int]] = []
-    for match in _EQUATION.finditer(step):
-        result, stated = _evaluate(match.group(1)), _number(match.group(2))
+    for match in EQUATION.finditer(step):
+        result, stated = evaluate(match.group(1)), number(match.group(2))
         if result is None or abs(result - stated) > 1e-9 or stated not in values:
             return False
         in_equations.append(match.span(2))
-    for match in _ANY_NUMBER.finditer(step):
-        if not any(a <= match.start() < b for a, b in in_equations) and _number(match.group()) not in allowed:
+    for match in ANY_NUMBER.finditer(step):
+        if not any(a <= match.start() < b for a, b in in_equations) and number(match.group()) not in allowed:
             return False
     return True
 

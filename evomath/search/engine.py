@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
+from evomath.arithmetic import derivation_error
 from evomath.backends.base import Completion, GenerationRequest, GenerationResult, open_stream
 from evomath.config import SearchConfig
 from evomath.tree import Node, Tree
@@ -215,6 +216,7 @@ class Expander:
         self._grade([c for c in new if c.node.terminal == "answer"])
         graded = time.perf_counter()
         self._apply_code(jobs)
+        self._check_arithmetic(new)
         coded = time.perf_counter()
         for child in new:
             self._mark_limits(child)
@@ -338,6 +340,20 @@ class Expander:
                 node.consecutive_errors = parent.consecutive_errors + 1
             if child.parsed.ends_code:
                 node.text = self.fmt.with_output(node.text, result.output)
+
+    def _check_arithmetic(self, new: list[_Child]) -> None:
+        """``check_arithmetic``: a natural step whose arithmetic is not derived is a failing step,
+        the way a step whose code fails is one (evomath.arithmetic); the earlier steps are judged
+        when they were new."""
+        if not self.config.check_arithmetic:  # the config allows it with natural steps only
+            return
+        for child in new:
+            if child.parsed is None:
+                continue
+            tree, node = child.tree, child.node
+            if derivation_error(tree.question, tree.steps_text(node)) is not None:
+                node.code_error = True
+                node.consecutive_errors = tree.nodes[node.parent].consecutive_errors + 1
 
     @staticmethod
     def _mark_parsed_terminal(child: _Child) -> None:

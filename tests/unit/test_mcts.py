@@ -596,3 +596,23 @@ def test_a_search_that_dies_closes_its_stream_with_what_was_in_flight():
              on_tree_done=die)
     (stream,) = streaming.streams
     assert stream.closed_with == 1 and stream.queued == []  # p1's step was on the engine when p0 finished
+
+
+def test_check_arithmetic_fails_underived_steps_as_failing_code():
+    """check_arithmetic: a natural step with a false equation is a failing step (code_error), its
+    lucky right answer backs up -1, and max_code_errors of them end the branch; a derived step and
+    its answer back up +1."""
+    problem = Problem("p0", "Nina has 13 stickers and gives 2 away. How many are left?", "11")
+    script = by_last_step({"": ["13 - 2 = 12 left.", "13 - 2 = 11 left."],
+                           "13 - 2 = 12 left.": ["\\boxed{11}"], "13 - 2 = 11 left.": ["\\boxed{11}"]})
+    (tree,), *_ = run(script, [problem], rollouts=2, step_format="natural", check_arithmetic=True, max_code_errors=2)
+    false, true = tree.children(tree.root)
+    assert (false.code_error, false.consecutive_errors, true.code_error) == (True, 1, False)
+    (lucky,) = tree.children(false)
+    (earned,) = tree.children(true)
+    assert lucky.correct and earned.correct and not tree.is_success(lucky) and tree.is_success(earned)
+    assert (false.value_sum, true.value_sum) == (-1.0, 1.0)
+    (pruned,), *_ = run(script, [problem], rollouts=2, step_format="natural", check_arithmetic=True, max_code_errors=1)
+    assert pruned.children(pruned.root)[0].terminal == "code_errors"
+    (unchecked,), *_ = run(script, [problem], rollouts=2, step_format="natural")
+    assert not any(n.code_error for n in unchecked.nodes)

@@ -1,0 +1,60 @@
+"""The gold-free arithmetic check of natural steps, and its agreement with the exact demo checker."""
+
+from __future__ import annotations
+
+import pytest
+
+from evomath.arithmetic import derivation_error, evaluate, question_numbers
+from evomath.demo_data import demo_problems, first_error
+from evomath.demo_phrasing import phrasing_problems
+
+QUESTION = "Nina has 13 stickers and gives 2 stickers to Tom. How many stickers does Nina have now?"
+
+
+def test_numbers_of_the_question_in_digits_and_words():
+    assert question_numbers("Ann has twice as many as 3 friends, and a dozen $1,200.50 pens.") == {2.0, 3.0, 12.0, 1200.5}
+
+
+def test_evaluate_allows_the_four_operations_only():
+    assert evaluate("3 x 4 + 6 / 2") == 15.0
+    assert evaluate("2 ** 10") is None and evaluate("1 / 0") is None and evaluate("__import__") is None
+
+
+@pytest.mark.parametrize("steps", [
+    ["Nina has 13 stickers and gives away 2, so she has 13 - 2 = 11 stickers.\n\n", "The answer is \\boxed{11}."],
+    ["1. Nina has 13 stickers.\n\n", "2. She gives 2 to Tom: 13 - 2 = 11.\n\n", "She has 11 left. \\boxed{11}"],
+    ["Half of 10 is 10 / 2 = 5, but the question says 13 - 2 = 11.\n\n"],  # "half" is no number here: 10 is
+])
+def test_derived_steps_pass(steps):
+    question = QUESTION if "Half" not in steps[0] else QUESTION.replace("13", "13, half of 10,")
+    assert all(derivation_error(question, steps[: k + 1]) is None for k in range(len(steps)))
+
+
+@pytest.mark.parametrize("steps, reason", [
+    (["She has 13 - 2 = 12 stickers.\n\n"], "false equation 13 - 2 = 12"),
+    (["She has 13 - 2 = 11 stickers.\n\n", "13 + 11 = 24 stickers.\n\n"], None),  # true, and from known numbers
+    (["She has 13 - 3 = 10 stickers.\n\n"], "3 in 13 - 3"),  # a miscopied fact
+    (["She ends up with 11 stickers.\n\n"], "11 is neither"),  # a total from nowhere
+    (["Nina has 13 stickers.\n\n", "The answer is \\boxed{11}."], "answer '11'"),  # a guessed answer
+    (["The answer is \\boxed{eleven}."], "answer 'eleven'"),
+])
+def test_underived_steps_fail_naming_why(steps, reason):
+    error = derivation_error(QUESTION, steps)
+    assert (error is None) if reason is None else (reason in error), error
+
+
+def test_only_the_new_step_is_judged():
+    """An earlier wrong step was judged when it was new; what it computed falsely is not known."""
+    steps = ["13 - 2 = 12.\n\n", "So 12 + 1 = 13.\n\n"]
+    assert "false equation" in derivation_error(QUESTION, steps[:1])
+    assert "12 in 12 + 1" in derivation_error(QUESTION, steps)
+
+
+def test_reference_solutions_of_demo_problems_are_derived():
+    """Every generated problem's reference solution passes the gold-free check (no false alarm on
+    right arithmetic), in both template families, and the exact checker agrees that each is right."""
+    for problem in demo_problems("train", 400) + demo_problems("test", 200) + phrasing_problems(200):
+        steps = [s + "\n\n" for s in problem.meta["reference_steps"][:-1]] + [problem.meta["reference_steps"][-1]]
+        assert first_error(problem, steps) is None
+        for k in range(len(steps)):
+            assert derivation_error(problem.question, steps[: k + 1]) is None, (problem.question, steps[: k + 1])
