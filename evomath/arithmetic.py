@@ -6,7 +6,7 @@ a step's numbers with the intermediate values it knows. The search's gold-free c
 code: a step is *derived* when every equation it states is true and every number it states is in
 the question or was computed by an equation of an earlier step (or of this one). A false equation,
 or a number that comes from nowhere (a guessed total, a miscopied fact), fails, as a failing code
-step does; the final answer must be a number so derived too.
+step does; the final answer must be the result of one of the solution's true equations.
 """
 
 from __future__ import annotations
@@ -67,10 +67,12 @@ def derivation_error(question: str, steps: Sequence[str]) -> str | None:
     runs a new step's program and judges that step; the earlier steps' true equations add what they
     compute. The solution is read as one text, so an equation the step limit cut in two ("2 * 5 ="
     ending one step, "10 eggs" opening the next) is whole; enumerations opening a line ("2. ") are
-    no numbers; a boxed answer must be a number derived."""
+    no numbers; a boxed answer must be the result of one of the solution's true equations (a number
+    copied from the question is no answer: a question asks for what it does not state)."""
     if not steps:
         return None
     known = question_numbers(question)
+    computed: set[float] = set()  # what the solution's own true equations found
     cleaned = [_BOXED.sub(" ", ENUMERATION.sub("", step)) for step in steps]
     text = "".join(cleaned)
     start = len(text) - len(cleaned[-1])  # where the new step begins
@@ -82,6 +84,7 @@ def derivation_error(question: str, steps: Sequence[str]) -> str | None:
         if match.end() <= start:  # an earlier step's: what it computed is known, if it holds
             if true:
                 known.add(number(stated))
+                computed.add(number(stated))
             continue
         if not true:
             return f"false equation {expression.strip()} = {stated}"
@@ -89,13 +92,14 @@ def derivation_error(question: str, steps: Sequence[str]) -> str | None:
         if unknown:
             return f"{unknown[0]} in {expression.strip()} is neither in the question nor computed before"
         known.add(number(stated))
+        computed.add(number(stated))
         spans.append(match.span())
     for match in ANY_NUMBER.finditer(text, start):
         if not any(a <= match.start() < b for a, b in spans) and number(match.group()) not in known:
             return f"{match.group()} is neither in the question nor computed before"
     for answer in _BOXED.findall(steps[-1]):
-        if not ANY_NUMBER.fullmatch(answer.strip()) or number(answer.strip()) not in known:
-            return f"answer {answer.strip()!r} is not a number the solution derived"
+        if not ANY_NUMBER.fullmatch(answer.strip()) or number(answer.strip()) not in computed:
+            return f"answer {answer.strip()!r} is not a number the solution computed"
     return None
 
 

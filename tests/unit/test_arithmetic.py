@@ -36,6 +36,7 @@ def test_derived_steps_pass(steps):
     (["She has 13 - 3 = 10 stickers.\n\n"], "3 in 13 - 3"),  # a miscopied fact
     (["She ends up with 11 stickers.\n\n"], "11 is neither"),  # a total from nowhere
     (["Nina has 13 stickers.\n\n", "The answer is \\boxed{11}."], "answer '11'"),  # a guessed answer
+    (["Nina has 13 stickers.\n\n", "The answer is \\boxed{13}."], "answer '13'"),  # one copied from the question
     (["The answer is \\boxed{eleven}."], "answer 'eleven'"),
 ])
 def test_underived_steps_fail_naming_why(steps, reason):
