@@ -101,6 +101,28 @@ def test_mcts_code_format_on_gsm8k(policy_backend, sandbox, grader):
     assert stats.rollouts == sum(t.meta["rollouts"] for t in trees)
 
 
+def test_check_arithmetic_marks_exactly_the_underived_steps(policy_backend, grader):
+    """MCTS on the real engine with check_arithmetic: a step is a failing step iff the gold-free
+    check rejects it, a path with one backs up no success, and one failing step ends a branch
+    (max_code_errors 1, as rStar keeps only the nodes whose code runs)."""
+    from evomath.arithmetic import derivation_error
+
+    problems = load_benchmark("demo_train:1-2", limit=3)
+    fmt = make_format("natural", "chat", chat=policy_backend.chat_prompt)
+    config = SearchConfig(step_format="natural", prompt_style="chat", force_final_answer=True, check_arithmetic=True,
+                          max_code_errors=1, **SMALL)
+    trees, _ = run_search("mcts", problems, SearchEnv(policy_backend, fmt, config, None, grader), progress=False)
+    steps = [(t, n) for t in trees for n in t.nodes[1:] if n.text and n.terminal not in ("no_step", "length")]
+    assert any(n.code_error for _, n in steps), "the 135M policy writes some underived arithmetic"
+    for tree, node in steps:
+        assert node.code_error == (derivation_error(tree.question, tree.steps_text(node)) is not None), node.text
+        if node.code_error and node.terminal != "answer":
+            assert node.terminal == "code_errors" and not node.children
+    for tree in trees:
+        check_tree(tree, config)
+        assert all(not tree.is_success(end) for end in tree.terminals() if any(n.code_error for n in tree.path(end)))
+
+
 def test_whole_solutions_are_one_request_each_and_split_into_steps(policy_backend, grader):
     """Best-of-N with whole_solutions on the real engine: the root's request writes every sample
     to its end, split into steps at the blank lines; a sample takes another request only for its

@@ -59,3 +59,19 @@ def test_reference_solutions_of_demo_problems_are_derived():
         assert first_error(problem, steps) is None
         for k in range(len(steps)):
             assert derivation_error(problem.question, steps[: k + 1]) is None, (problem.question, steps[: k + 1])
+
+
+def test_the_rule_scores_every_step_of_every_sample_through_the_evaluation_path():
+    """benchmarks/verifiers.py's ``arithmetic`` verifier: the rule as a value function, each step
+    of each answered sample +1 (derived) or -1, read by the same score_chains as a model's scores."""
+    from evaluation.runs import score_chains
+    from evomath.arithmetic import derivation_scores
+    from evomath.tree import Tree
+
+    tree = Tree("p", QUESTION, "11")
+    right = tree.add_child(tree.root, "13 - 2 = 11 stickers.\n\n")
+    answer = tree.add_child(right, "The answer is \\boxed{11}.", terminal="answer", answer="11")
+    wrong = tree.add_child(tree.root, "13 + 2 = 16 stickers.\n\n")
+    guess = tree.add_child(wrong, "The answer is \\boxed{16}.", terminal="answer", answer="16")
+    (scores,) = score_chains([tree], derivation_scores)
+    assert scores == {right.id: 1.0, answer.id: 1.0, wrong.id: -1.0, guess.id: -1.0}
