@@ -57,3 +57,4 @@ def test_parameter_schema_is_the_config_form(deployed):
     for deployment in deployments.values():
         assert deployment.parameters["config"]["name"] == "tiny"
         assert Path(deployment.parameters["config"]["run_dir"]).is_absolute()
+

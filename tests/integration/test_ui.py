@@ -108,6 +108,32 @@ def test_ui_screenshots(services, tmp_path):
     assert "nightly-eval" in dom and "evomath-local" in dom
 
 
+def test_the_nightly_schedule_creates_its_runs(services):
+    """The server's scheduler turns the nightly cron into scheduled runs at 02:00 UTC. Under
+    SQLAlchemy 2.1 Prefect 3.7's bulk insert of them fails ("Can't evaluate bulk DML statement" in
+    the server log) and no run is ever scheduled (requirements/constraints-*.txt pin it below 2.1)."""
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.deploy import deploy
+
+    run_dir, where, _ = services
+    nightly = deploy(where.prefect_api, REPO / "configs" / "tiny.yaml")["nightly-eval"]
+    with temporary_settings({PREFECT_API_URL: where.prefect_api}), get_client(sync_client=True) as client:
+        deadline, runs = time.monotonic() + 90, []
+        while not runs and time.monotonic() < deadline:
+            time.sleep(2)
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[nightly])))
+    log = Path(servers.status(run_dir)["prefect-server"]["log"]).read_text(errors="replace")
+    assert "Can't evaluate bulk DML statement" not in log
+    assert runs, "the scheduler created no run of the nightly schedule within 90 s"
+    assert all(r.state.is_scheduled() and (r.expected_start_time.hour, r.expected_start_time.minute) == (2, 0)
+               for r in runs)
+
+
 def test_down_stops_exactly_what_up_started(services):
     """Runs last: a process outside evomath's records survives ``down``; the recorded groups do not."""
     run_dir, where, _ = services
