@@ -16,7 +16,8 @@ import re
 from collections.abc import Sequence
 
 NUMBER = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
-EQUATION = re.compile(rf"({NUMBER}(?:\s*(?:[-+*/×÷x])\s*{NUMBER})+)\s*=\s*({NUMBER})")
+_UNITS = r"(?:\s+[A-Za-z]+){0,2}"  # "15 cookies / 5 friends = 3": up to two words after a number
+EQUATION = re.compile(rf"({NUMBER}{_UNITS}(?:\s*(?:[-+*/×÷x])\s*{NUMBER}{_UNITS})+)\s*=\s*({NUMBER})")
 ANY_NUMBER = re.compile(NUMBER)
 ENUMERATION = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s+", re.IGNORECASE | re.MULTILINE)  # "1. ", "Step 2: "
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
@@ -40,7 +41,8 @@ def number(text: str) -> float:
 
 def evaluate(expression: str) -> float | None:
     """The value of "a op b op c" (the four operations, the usual precedence), None if malformed."""
-    clean = re.sub(r"(?<=\d)\s*[x×]\s*(?=[\d$])", " * ", expression).replace("÷", "/").replace("$", "").replace(",", "")
+    clean = re.sub(r"[A-Za-z]{2,}", " ", expression)  # the units; "x" stays, a times sign
+    clean = re.sub(r"(?<=\d)\s*[x×]\s*(?=[\d$])", " * ", clean).replace("÷", "/").replace("$", "").replace(",", "")
     try:
         tree = ast.parse(clean, mode="eval")
     except SyntaxError:

@@ -16,7 +16,8 @@ def test_numbers_of_the_question_in_digits_and_words():
 
 
 def test_evaluate_allows_the_four_operations_only():
-    assert evaluate("3 x 4 + 6 / 2") == 15.0
+    assert evaluate("3 x 4 + 6 / 2") == 15.0 and evaluate("15 cookies / 5 friends") == 3.0
+    assert evaluate("2 bags x 3 shells") == 6.0
     assert evaluate("2 ** 10") is None and evaluate("1 / 0") is None and evaluate("__import__") is None
 
 
@@ -32,6 +33,7 @@ def test_derived_steps_pass(steps):
 
 @pytest.mark.parametrize("steps, reason", [
     (["She has 13 - 2 = 12 stickers.\n\n"], "false equation 13 - 2 = 12"),
+    (["13 stickers + 2 stickers = 16 stickers.\n\n"], "false equation 13 stickers + 2 stickers = 16"),
     (["She has 13 - 2 = 11 stickers.\n\n", "13 + 11 = 24 stickers.\n\n"], None),  # true, and from known numbers
     (["She has 13 - 3 = 10 stickers.\n\n"], "3 in 13 - 3"),  # a miscopied fact
     (["She ends up with 11 stickers.\n\n"], "11 is neither"),  # a total from nowhere
