@@ -16,7 +16,8 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
    AlphaMath's value head (trained jointly with SFT on the trees' best solutions); beside them the
    ``arithmetic`` rule (evomath.arithmetic, no model, no gold: +1 for a step whose equations hold on
    numbers the question gives or earlier steps computed, -1 else), what running a step's code is
-   for rStar.
+   for rStar; and each model behind the rule (``prm-trees+arithmetic``: the model ranks the samples
+   the rule lets through), as rStar keeps only steps whose code runs and ranks those by its PPM.
 4. **Evaluation**: ``--k`` samples per test problem (held out: ``--test``), scored once by every
    verifier (cached in ``scores.json``): maj@k, pass@k, and each one's best-of-k (weakest step and
    last step), weighted vote, and filtered vote (the majority among the samples its step rule does not
@@ -212,6 +213,16 @@ def step_scores(args, trees, dirs: dict[str, Path | None]) -> tuple[dict[str, li
     return scores, {name: cached["seconds"][name] for name in dirs}
 
 
+def gated(trees, scores: dict[str, list[dict[int, float]]]) -> dict[str, list[dict[int, float]]]:
+    """Each trained verifier behind each rule (``ppm+arithmetic``: the PPM's order among the samples
+    the arithmetic rule lets through, evaluation.runs.gated_scores), scored by every method as a
+    verifier of its own: does the rule's veto add to what the model ranks?"""
+    from evaluation.runs import gated_scores
+
+    return {f"{model}+{rule}": gated_scores(trees, scores[model], scores[rule])
+            for rule in RULES_ONLY if rule in scores for model in scores if model not in RULES_ONLY}
+
+
 def step_cases(args, trees, scores: dict[str, list[dict[int, float]]]) -> dict[str, list]:
     """Per verifier, one StepCase per answered sample: its step scores and the exact first wrong step."""
     from evaluation.select import chains, is_answer
@@ -385,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     timings["training"] = time.perf_counter() - began
     test_trees = list(read_trees(samples))
     scores, timings["per_verifier_scoring"] = step_scores(args, test_trees, dirs)
+    scores |= gated(test_trees, scores)
     cases = step_cases(args, test_trees, scores)
     report(args, verdicts(args, test_trees, scores, cases), step_level(args, cases), located_against(cases), timings)
     return 0

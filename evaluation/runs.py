@@ -100,6 +100,26 @@ def score_chains(trees: Sequence[Tree], value_fn: Callable) -> list[dict[int, fl
     return out
 
 
+def gated_scores(trees: Sequence[Tree], model: Sequence[dict[int, float]], gate: Sequence[dict[int, float]]
+                 ) -> list[dict[int, float]]:
+    """A model's step scores behind a rule's gate: a step the gate passes, with every step before
+    it on its chain, keeps the model's order in [0, 1] ((s + 1) / 2); from the first step the gate
+    scores below 0 on, the chain's steps drop to [-1, 0] (the same minus 1). So best-of-N picks
+    among the chains the rule lets through by the model's score (any chain it lets through beats
+    every chain it stops), a fixed cut at 0 is the rule's, and a cut fit above 0 adds the model's.
+    ``model`` and ``gate`` are score_chains' output over the same ``trees`` (node id -> score)."""
+    out: list[dict[int, float]] = [{} for _ in trees]
+    for i, tree in enumerate(trees):
+        for chain in chains(tree):
+            stopped = False
+            for node in chain:
+                if node.id not in model[i]:
+                    continue
+                stopped = stopped or gate[i].get(node.id, 0.0) < 0
+                out[i][node.id] = (model[i][node.id] + 1.0) / 2.0 - float(stopped)
+    return out
+
+
 def run_beam(ctx: Context, width: int, expand: int) -> Run:
     trees, stats = beam_search(ctx.problems, ctx.env.with_config(beam_width=width, beam_expand=expand),
                                progress=ctx.progress)

@@ -77,3 +77,35 @@ def test_the_rule_scores_every_step_of_every_sample_through_the_evaluation_path(
     guess = tree.add_child(wrong, "The answer is \\boxed{16}.", terminal="answer", answer="16")
     (scores,) = score_chains([tree], derivation_scores)
     assert scores == {right.id: 1.0, answer.id: 1.0, wrong.id: -1.0, guess.id: -1.0}
+
+
+def test_a_model_behind_the_rule_ranks_only_what_the_rule_lets_through():
+    """evaluation.runs.gated_scores: from a chain's first vetoed step on, its scores fall below
+    every passed chain's (so best-of-N by weakest or last step picks the model's best passed one,
+    however high the model scored a vetoed one), while the model's order holds within each side."""
+    from evaluation.runs import gated_scores, score_chains
+    from evaluation.select import best_by, chains, solution
+    from evomath.arithmetic import derivation_scores
+    from evomath.tree import Tree
+
+    tree = Tree("p", QUESTION, "11")
+    right = tree.add_child(tree.root, "13 - 2 = 11 stickers.\n\n")
+    answer = tree.add_child(right, "The answer is \\boxed{11}.", terminal="answer", answer="11")
+    wrong = tree.add_child(tree.root, "13 + 2 = 16 stickers.\n\n")
+    guess = tree.add_child(wrong, "The answer is \\boxed{16}.", terminal="answer", answer="16")
+    made_up = tree.add_child(tree.root, "Ann has 99 stickers.\n\n")  # vetoed; the next step alone is derived
+    later = tree.add_child(made_up, "13 - 2 = 11, so \\boxed{11}.", terminal="answer", answer="11")
+    (rule,) = score_chains([tree], derivation_scores)
+    assert rule[made_up.id] == -1.0 and rule[later.id] == 1.0
+    model = {right.id: -0.5, answer.id: -0.2, wrong.id: 0.9, guess.id: 0.95, made_up.id: 0.3, later.id: 0.3}
+    (gated,) = gated_scores([tree], [model], [rule])
+    assert gated == pytest.approx({right.id: 0.25, answer.id: 0.4, wrong.id: -0.05, guess.id: -0.025,
+                                   made_up.id: -0.35, later.id: -0.35})  # once vetoed, the chain stays below
+
+    def best(scores: dict[int, float], agg: str) -> str:
+        return best_by([solution(tree, c[-1], step_scores=scores) for c in chains(tree)],
+                       lambda s: s.score(agg)).answer
+
+    for agg in ("min", "last"):
+        assert best(gated, agg) == "11"
+        assert best(model, agg) == "16"  # the model alone prefers the vetoed guess
