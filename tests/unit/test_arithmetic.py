@@ -63,11 +63,8 @@ def test_reference_solutions_of_demo_problems_are_derived():
             assert derivation_error(problem.question, steps[: k + 1]) is None, (problem.question, steps[: k + 1])
 
 
-def test_the_rule_scores_every_step_of_every_sample_through_the_evaluation_path():
-    """benchmarks/verifiers.py's ``arithmetic`` verifier: the rule as a value function, each step
-    of each answered sample +1 (derived) or -1, read by the same score_chains as a model's scores."""
-    from evaluation.runs import score_chains
-    from evomath.arithmetic import derivation_scores
+def sticker_samples():
+    """Two answered samples of QUESTION: one derived (13 - 2 = 11), one with a false equation."""
     from evomath.tree import Tree
 
     tree = Tree("p", QUESTION, "11")
@@ -75,6 +72,16 @@ def test_the_rule_scores_every_step_of_every_sample_through_the_evaluation_path(
     answer = tree.add_child(right, "The answer is \\boxed{11}.", terminal="answer", answer="11")
     wrong = tree.add_child(tree.root, "13 + 2 = 16 stickers.\n\n")
     guess = tree.add_child(wrong, "The answer is \\boxed{16}.", terminal="answer", answer="16")
+    return tree, (right, answer, wrong, guess)
+
+
+def test_the_rule_scores_every_step_of_every_sample_through_the_evaluation_path():
+    """benchmarks/verifiers.py's ``arithmetic`` verifier: the rule as a value function, each step
+    of each answered sample +1 (derived) or -1, read by the same score_chains as a model's scores."""
+    from evaluation.runs import score_chains
+    from evomath.arithmetic import derivation_scores
+
+    tree, (right, answer, wrong, guess) = sticker_samples()
     (scores,) = score_chains([tree], derivation_scores)
     assert scores == {right.id: 1.0, answer.id: 1.0, wrong.id: -1.0, guess.id: -1.0}
 
@@ -86,13 +93,8 @@ def test_a_model_behind_the_rule_ranks_only_what_the_rule_lets_through():
     from evaluation.runs import gated_scores, score_chains
     from evaluation.select import best_by, chains, solution
     from evomath.arithmetic import derivation_scores
-    from evomath.tree import Tree
 
-    tree = Tree("p", QUESTION, "11")
-    right = tree.add_child(tree.root, "13 - 2 = 11 stickers.\n\n")
-    answer = tree.add_child(right, "The answer is \\boxed{11}.", terminal="answer", answer="11")
-    wrong = tree.add_child(tree.root, "13 + 2 = 16 stickers.\n\n")
-    guess = tree.add_child(wrong, "The answer is \\boxed{16}.", terminal="answer", answer="16")
+    tree, (right, answer, wrong, guess) = sticker_samples()
     made_up = tree.add_child(tree.root, "Ann has 99 stickers.\n\n")  # vetoed; the next step alone is derived
     later = tree.add_child(made_up, "13 - 2 = 11, so \\boxed{11}.", terminal="answer", answer="11")
     (rule,) = score_chains([tree], derivation_scores)
