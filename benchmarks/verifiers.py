@@ -44,7 +44,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-checked", "value", "arithmetic")
-RULES_ONLY = ("arithmetic",)  # verifiers that are a rule, not a trained model
 
 
 def phase(path: Path, what: str):
@@ -107,6 +106,7 @@ def annotations(args, config, engine) -> Path:
 
 
 def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) -> dict[str, Path | None]:
+    from evaluation.runs import GATES  # the verifiers that are a rule, not a trained model
     from evomath.formats import make_format
     from evomath.problems import load_benchmark
     from evomath.tree import read_trees
@@ -127,7 +127,7 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
     train = config.ppm.model_copy(update={"max_pairs": None})
     dirs = {}
     for kind in args.verifiers:
-        if kind in RULES_ONLY:
+        if kind in GATES:
             dirs[kind] = None
             continue
         out = args.work / "verifiers" / kind
@@ -190,8 +190,7 @@ def test_samples(args, config, engine) -> Path:
 def step_scores(args, trees, dirs: dict[str, Path | None]) -> tuple[dict[str, list[dict[int, float]]], dict[str, float]]:
     """Every verifier's score of every step of every answered sample, cached in ``scores.json``
     (scoring is the slow part: about 5 minutes a verifier for 2,048 samples on 2 cores)."""
-    from evaluation.runs import score_chains
-    from evomath.arithmetic import derivation_scores
+    from evaluation.runs import GATES, score_chains
     from evomath.files import write_json
     from evomath.scoring import load_scorer
 
@@ -201,8 +200,7 @@ def step_scores(args, trees, dirs: dict[str, Path | None]) -> tuple[dict[str, li
         if name in cached["scores"]:
             continue
         print(f"== score the samples with {name}", flush=True)
-        scorer = derivation_scores if name == "arithmetic" else \
-            load_scorer(directory, kind="prm" if name.startswith("prm") else name)
+        scorer = GATES[name] if name in GATES else load_scorer(directory, kind="prm" if name.startswith("prm") else name)
         began = time.perf_counter()
         cached["scores"][name] = [{str(k): v for k, v in per.items()} for per in score_chains(trees, scorer)]
         cached["seconds"][name] = time.perf_counter() - began
@@ -217,10 +215,10 @@ def gated(trees, scores: dict[str, list[dict[int, float]]]) -> dict[str, list[di
     """Each trained verifier behind each rule (``ppm+arithmetic``: the PPM's order among the samples
     the arithmetic rule lets through, evaluation.runs.gated_scores), scored by every method as a
     verifier of its own: does the rule's veto add to what the model ranks?"""
-    from evaluation.runs import gated_scores
+    from evaluation.runs import GATES, gated_scores
 
     return {f"{model}+{rule}": gated_scores(trees, scores[model], scores[rule])
-            for rule in RULES_ONLY if rule in scores for model in scores if model not in RULES_ONLY}
+            for rule in GATES if rule in scores for model in scores if model not in GATES}
 
 
 def step_cases(args, trees, scores: dict[str, list[dict[int, float]]]) -> dict[str, list]:

@@ -106,7 +106,7 @@ def cmd_evaluate(args) -> int:
         if scorers:
             scorers[GUIDE] = scorers.get(config.reward_model, next(iter(scorers.values())))
         scorer = scorers or None
-        check_inputs(specs, scorer, args.trees)
+        check_inputs(specs, scorer, args.trees, search.step_format)
         backend = None
         if any(s.generates for s in specs):  # offline methods only read saved trees
             # In-process on a CPU, like the stages: the policy is this process's only in-process

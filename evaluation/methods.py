@@ -33,6 +33,7 @@ MCTS_SEARCHES = 64
 MCTS_TOP = 4
 
 RM = "(ppm|prm|value|orm|pqm)"  # the reward-model kinds (evomath.scoring.KINDS)
+GATE = f"({'|'.join(runs.GATES)})"  # the gold-free step rules (evaluation.runs.GATES)
 FORMS: tuple[tuple[str, str], ...] = (
     ("greedy", "one solution at temperature 0"),
     ("maj@K", "majority vote over K samples"),
@@ -40,7 +41,10 @@ FORMS: tuple[tuple[str, str], ...] = (
     ("ppm-bon@K", "best of K samples by the PPM's score, minimum over steps (Math-Shepherd); prm-, value-, orm-, "
                   "pqm-bon@K: by that reward model's"),
     ("ppm-bon-last@K", "best of K samples by the reward model's score of the last step"),
-    ("ppm-vote@K", "vote over K samples weighted by the reward model's score (minimum over steps; -last for last step)"),
+    ("ppm+arithmetic-bon@K", "the reward model behind the arithmetic rule: its order among the samples whose every "
+                             "equation holds (any of them beats any the rule stops); arithmetic-bon@K: the rule alone"),
+    ("ppm-vote@K", "vote over K samples weighted by the reward model's score (minimum over steps; -last for last step; "
+                   "+arithmetic and arithmetic- as for bon)"),
     ("beam-B1xB2", "step beam search SBS(B1, B2) guided by the reward model"),
     ("mcts[@S[-topT]]", f"S MCTS searches with the reward model (default {MCTS_SEARCHES}), vote over the top T "
                         f"answers by its score (default {MCTS_TOP})"),
@@ -66,6 +70,11 @@ class Method:
     def reward_model(self) -> str | None:
         """The reward model it reads: a kind (ppm, prm, ...), ``GUIDE`` (the search's own), or None."""
         return None
+
+    @property
+    def scored_by(self) -> str | None:
+        """The key of the scores it reads (``Run.step_scores``, ``Run.scoring_seconds``)."""
+        return self.reward_model
 
     @property
     def needs_ppm(self) -> bool:
@@ -104,10 +113,16 @@ class Sampled(Method):
     k: int = 1
     agg: str = "min"  # how step scores make a solution's score: min | last
     rm: str | None = None  # the reward model bon and vote read
+    gate: str | None = None  # a rule of runs.GATES in front of it (or alone, without rm)
+
+    @property
+    def scored_by(self) -> str | None:
+        """The key of the step scores it reads in ``Run.step_scores``: "prm", "prm+arithmetic", "arithmetic"."""
+        return "+".join(part for part in (self.rm, self.gate) if part) or None
 
     @property
     def select_by(self) -> str:
-        return self.kind.removeprefix(f"{self.rm}-") if self.rm else self.kind
+        return self.kind.removeprefix(f"{self.scored_by}-") if self.scored_by else self.kind
 
     @property
     def generation(self) -> str:
@@ -133,13 +148,13 @@ class Sampled(Method):
     def generate(self, ctx, group, done, saved) -> Run:
         if self.kind == "greedy":
             return runs.run_greedy(ctx)
-        kinds = {m.rm for m in group if m.rm}
-        return runs.run_samples(ctx, max(m.k for m in group), kinds)
+        needs = {(m.rm, m.gate) for m in group if m.scored_by}
+        return runs.run_samples(ctx, max(m.k for m in group), needs)
 
     def choose(self, run: Run, index: int) -> tuple[Choice, int]:
         tree = run.trees[index][0]
         used = chains(tree)[: self.k]
-        scores = run.step_scores[self.rm][index] if self.rm else None
+        scores = run.step_scores[self.scored_by][index] if self.scored_by else None
         return choose_samples(self, tree, scores), sum(n.num_tokens for chain in used for n in chain)
 
     def cost_share(self, run: Run) -> float:
@@ -226,6 +241,13 @@ def _error(text: str, why: str) -> InputError:
     return InputError(f"{why} {text!r}; valid methods (K, B1, B2, S, T positive integers):\n{valid_forms()}")
 
 
+def _scored(rm: str | None, gate: str | None, select_by: str, agg: str | None, k: str) -> Sampled:
+    """bon or vote by a reward model's step scores, a gate's, or the model's behind the gate."""
+    scored_by = "+".join(part for part in (rm, gate) if part)
+    kind = f"{scored_by}-{select_by}"
+    return Sampled(f"{kind}{'-last' if agg == 'last' else ''}@{k}", kind, k=int(k), agg=agg or "min", rm=rm, gate=gate)
+
+
 def _mcts(searches: int, top: int) -> MCTS:
     name = "mcts" if (searches, top) == (MCTS_SEARCHES, MCTS_TOP) else f"mcts@{searches}"
     if top != MCTS_TOP:
@@ -237,9 +259,12 @@ _PATTERNS: tuple[tuple[re.Pattern, Callable[[re.Match], Method]], ...] = (
     (re.compile(r"greedy"), lambda m: Sampled("greedy", "greedy")),
     (re.compile(r"(maj|pass)@(\d+)"), lambda m: Sampled(f"{m[1]}@{m[2]}", m[1], k=int(m[2]))),
     (
+        re.compile(rf"(?:{RM}\+)?{GATE}-(bon|vote)(?:-(min|last))?@(\d+)"),
+        lambda m: _scored(m[1], m[2], m[3], m[4], m[5]),
+    ),
+    (
         re.compile(rf"{RM}-(bon|vote)(?:-(min|last))?@(\d+)"),
-        lambda m: Sampled(f"{m[1]}-{m[2]}{'-last' if m[3] == 'last' else ''}@{m[4]}", f"{m[1]}-{m[2]}", k=int(m[4]),
-                          agg=m[3] or "min", rm=m[1]),
+        lambda m: _scored(m[1], None, m[2], m[3], m[4]),
     ),
     (re.compile(r"beam-(\d+)x(\d+)"), lambda m: Beam(m[0], "beam", beam=(int(m[1]), int(m[2])))),
     (re.compile(r"mcts(?:@(\d+)(?:-top(\d+))?)?"), lambda m: _mcts(int(m[1] or MCTS_SEARCHES), int(m[2] or MCTS_TOP))),

@@ -40,7 +40,7 @@ PLOT_NAME = "accuracy_vs_tokens.png"
 def method_records(spec: Method, run: Run, problems: Sequence, benchmark: str) -> list[dict]:
     """Seconds per question: the run's wall time (plus PPM scoring, for the methods that use it)
     over its problems; a method reading k of n shared samples is charged k/n of it."""
-    seconds = run.seconds + run.scoring_seconds.get(spec.reward_model, 0.0)
+    seconds = run.seconds + run.scoring_seconds.get(spec.scored_by, 0.0)
     per_problem = seconds * spec.cost_share(run) / max(1, len(problems))
     records = []
     for i, problem in enumerate(problems):
@@ -63,8 +63,12 @@ def reward_models(scorer) -> dict[str, object]:
     return {kind: runs.as_value_fn(model) for kind, model in models.items()}
 
 
-def check_inputs(specs: Sequence[Method], scorer, trees) -> None:
-    """Refuse, before any generation, a method whose inputs are missing."""
+def check_inputs(specs: Sequence[Method], scorer, trees, step_format: str) -> None:
+    """Refuse, before any generation, a method whose inputs are missing or that cannot read the steps."""
+    gated = [s.name for s in specs if getattr(s, "gate", None)]
+    if gated and step_format != "natural":
+        raise InputError(f"{', '.join(gated)} read natural-language steps, not {step_format} steps (a code step is "
+                         "checked by running it): evaluate with --step-format natural or drop them")
     models = reward_models(scorer)
     missing: dict[str, list[str]] = {}
     for spec in specs:
@@ -113,7 +117,7 @@ def evaluate(
     ``trees``: saved trees for offline methods (default: this run's MCTS trees).
     """
     specs = parse_methods(methods)
-    check_inputs(specs, scorer, trees)
+    check_inputs(specs, scorer, trees, search_config.step_format)
     models = reward_models(scorer)
     env = SearchEnv(backend, fmt, search_config, sandbox, grader, models.get(GUIDE))
     ctx = Context(problems, env, progress, {k: v for k, v in models.items() if k != GUIDE})
@@ -167,7 +171,7 @@ def evaluate_suite(
     accuracy-vs-tokens plot under ``out_dir`` and returns the summary rows. ``sampled_limit``,
     ``seed`` and ``greedy_only`` (benchmark names) choose each method's problems (``method_groups``)."""
     specs = parse_methods(methods)
-    check_inputs(specs, scorer, trees)
+    check_inputs(specs, scorer, trees, search_config.step_format)
     greedy_only = set(greedy_only)
     records = []
     for name, problems in suite.items():

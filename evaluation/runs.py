@@ -13,12 +13,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from evaluation.select import chains, is_answer
+from evomath.arithmetic import derivation_scores
 from evomath.errors import InputError, MissingInputError
 from evomath.scoring import prefix_scores
 from evomath.search import SearchEnv, beam_search, best_of_n, greedy, mcts
 from evomath.tree import Tree, read_trees
 
 SEARCH_SEPARATOR = "#"  # MCTS search s of problem p runs as problem "p#s" (its own seeds)
+
+# Gold-free step rules that score like a reward model (ValueFn: +1 a step passes, -1 it does not)
+# and gate one: the arithmetic rule reads natural-language steps (a code step is checked by running).
+GATES: dict[str, Callable] = {"arithmetic": derivation_scores}
 
 
 @dataclass
@@ -63,15 +68,21 @@ def run_greedy(ctx: Context) -> Run:
     return Run("greedy", [[t] for t in trees], stats.seconds)
 
 
-def run_samples(ctx: Context, n: int, kinds: Iterable[str] = ()) -> Run:
-    """``n`` samples per problem, every answered chain scored at every step by each reward model of
-    ``kinds`` (the same samples for all of them and for maj/pass)."""
+def run_samples(ctx: Context, n: int, needs: Iterable[tuple[str | None, str | None]] = ()) -> Run:
+    """``n`` samples per problem, every answered chain scored at every step by what ``needs`` names
+    (the same samples for all of them and for maj/pass): (kind, None) a reward model's scores under
+    "kind", (None, gate) a rule's of ``GATES`` under "gate", (kind, gate) the model's behind the
+    rule under "kind+gate" (``gated_scores``; charged both scorings)."""
+    needs = set(needs)
     trees, stats = best_of_n(ctx.problems, replace(ctx.env, value_fn=None), n, progress=ctx.progress)
     run = Run(f"samples@{n}", [[t] for t in trees], stats.seconds, samples=n)
-    for kind in sorted(kinds):
+    for name in sorted({part for need in needs for part in need if part}):
         began = time.perf_counter()
-        run.step_scores[kind] = score_chains(trees, ctx.scorers[kind])
-        run.scoring_seconds[kind] = time.perf_counter() - began
+        run.step_scores[name] = score_chains(trees, GATES[name] if name in GATES else ctx.scorers[name])
+        run.scoring_seconds[name] = time.perf_counter() - began
+    for kind, gate in sorted(need for need in needs if all(need)):
+        run.step_scores[f"{kind}+{gate}"] = gated_scores(trees, run.step_scores[kind], run.step_scores[gate])
+        run.scoring_seconds[f"{kind}+{gate}"] = run.scoring_seconds[kind] + run.scoring_seconds[gate]
     keep_scores(trees, run.step_scores)
     return run
 
@@ -81,7 +92,8 @@ def keep_scores(trees: Sequence[Tree], step_scores: dict[str, list[dict[int, flo
     score), and the PPM's (else the first kind's) as the nodes' priors, as a search would have."""
     if not step_scores:
         return
-    main = "ppm" if "ppm" in step_scores else sorted(step_scores)[0]
+    models = sorted(step_scores, key=lambda key: ("+" in key or key in GATES, key != "ppm", key))
+    main = models[0]  # the PPM's, else a model's own, else a rule's
     for i, tree in enumerate(trees):
         tree.meta["scores"] = {kind: {str(k): v for k, v in per[i].items()} for kind, per in step_scores.items()}
         for node_id, score in step_scores[main][i].items():

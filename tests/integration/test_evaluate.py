@@ -9,6 +9,7 @@ import pytest
 
 from deployments.cli import main
 from evaluation import evaluate_suite
+from evomath.arithmetic import derivation_error
 from evomath.config import SearchConfig
 from evomath.files import read_jsonl
 from evomath.formats import make_format
@@ -19,7 +20,7 @@ from evomath.tree import read_trees
 
 pytestmark = pytest.mark.slow
 
-METHODS = ["greedy", "maj@4", "ppm-bon@4", "beam-2x2", "mcts@2"]
+METHODS = ["greedy", "maj@4", "ppm-bon@4", "ppm+arithmetic-bon@4", "arithmetic-bon@4", "beam-2x2", "mcts@2"]
 SMALL = SearchConfig(
     step_format="natural", prompt_style="chat", rollouts=2, n_candidates=3, max_step_tokens=40, max_depth=4,
     temperature=0.8, concurrent_problems=8,
@@ -77,14 +78,24 @@ def test_evaluate_every_method(policy_backend, tiny_ppm, tmp_path):
     mcts_trees = list(read_trees(tmp_path / "trees" / "mcts@2" / "demo_test.jsonl"))
     assert len(mcts_trees) == 6 and {t.problem_id for t in mcts_trees} == {p.id for p in problems}
 
-    # ppm-bon@4 picked, per problem, the answered sample with the best minimum step score
+    # ppm-bon@4 picked, per problem, the answered sample with the best minimum step score;
+    # ppm+arithmetic-bon@4 by the same score less 1 from the first step the rule stops on
     samples = list(read_trees(tmp_path / "trees" / "samples@4" / "demo_test.jsonl"))
     picked = list(read_jsonl(tmp_path / "demo_test" / "ppm-bon@4.jsonl"))
-    for tree, record in zip(samples, picked):
+    gated = list(read_jsonl(tmp_path / "demo_test" / "ppm+arithmetic-bon@4.jsonl"))
+    for tree, record, gated_record in zip(samples, picked, gated, strict=True):
         ends = [n for n in tree.answered() if n.answer is not None]
         if ends:
-            best = max(ends, key=lambda n: min(p.prior for p in tree.path(n)))
-            assert record["answer"] == best.answer
+            assert record["answer"] == max(ends, key=lambda n: min(p.prior for p in tree.path(n))).answer
+            assert gated_record["answer"] == max(ends, key=lambda n: gated_min(tree, n)).answer
+
+
+def gated_min(tree, end) -> float:
+    """The minimum over a chain's steps of the PPM's (s + 1) / 2, less 1 from the first step whose
+    prefix breaks the arithmetic rule on."""
+    texts = [p.text for p in tree.path(end)]
+    stopped = next((i for i in range(len(texts)) if derivation_error(tree.question, texts[: i + 1])), len(texts))
+    return min((p.prior + 1) / 2 - (i >= stopped) for i, p in enumerate(tree.path(end)))
 
 
 def test_a_policy_is_refused_as_ppm(embedded_model_dir, capsys):

@@ -65,6 +65,9 @@ def pick(method, tree):
         ("ppm-bon-min@8", "ppm-bon@8", "ppm-bon", "samples"),
         ("ppm-bon-last@8", "ppm-bon-last@8", "ppm-bon", "samples"),
         ("ppm-vote@4", "ppm-vote@4", "ppm-vote", "samples"),
+        ("PRM+Arithmetic-bon-min@8", "prm+arithmetic-bon@8", "prm+arithmetic-bon", "samples"),
+        ("ppm+arithmetic-vote-last@4", "ppm+arithmetic-vote-last@4", "ppm+arithmetic-vote", "samples"),
+        ("arithmetic-bon@8", "arithmetic-bon@8", "arithmetic-bon", "samples"),
         ("beam-3x5", "beam-3x5", "beam", "beam-3x5"),
         ("mcts", "mcts", "mcts", "mcts@64"),
         ("mcts@64", "mcts", "mcts", "mcts@64"),
@@ -84,11 +87,16 @@ def test_parse_method_settings():
     mcts = parse_method("mcts")
     assert (mcts.searches, mcts.top) == (64, 4)  # rStar's evaluation
     assert [s.name for s in parse_methods("greedy, maj@8,,maj@8,ppm-bon-min@8")] == ["greedy", "maj@8", "ppm-bon@8"]
+    gated, rule = parse_method("prm+arithmetic-vote@8"), parse_method("arithmetic-bon-last@8")
+    assert (gated.reward_model, gated.gate, gated.scored_by, gated.select_by) == ("prm", "arithmetic", "prm+arithmetic",
+                                                                                  "vote")
+    assert (rule.reward_model, rule.needs_ppm, rule.scored_by, rule.agg) == (None, False, "arithmetic", "last")
     assert not parse_method("maj@8").needs_ppm and parse_method("beam-1x5").needs_ppm
     assert parse_method("offline-ppm").needs_ppm and not parse_method("offline-q").needs_ppm
 
 
-@pytest.mark.parametrize("bad", ["foo", "maj", "maj@0", "beam-3", "beam-0x5", "mcts@0", "ppm-bon@", "offline-x", ""])
+@pytest.mark.parametrize("bad", ["foo", "maj", "maj@0", "beam-3", "beam-0x5", "mcts@0", "ppm-bon@", "offline-x", "",
+                                 "ppm+prm-bon@8", "arithmetic+ppm-bon@8", "ppm+arithmetic-bon@0"])
 def test_parse_method_errors_list_valid_forms(bad):
     with pytest.raises(ValueError) as err:
         parse_methods(bad)
@@ -385,6 +393,51 @@ def test_several_reward_models_verify_the_very_same_samples(tmp_path):
     assert set(saved[0].meta["scores"]) == {"ppm", "prm"}
     with pytest.raises(ValueError, match=r"value-bon@8 need a VALUE \(--reward-model value=DIR\)"):
         run_eval("value-bon@8", tmp_path, {"ppm": ppm})
+
+
+class ArithmeticBackend(FakeBackend):
+    """Five of eight first steps get 2 + 3 wrong ("= 7"), three right; the answer follows the step."""
+
+    def generate(self, requests, progress=False):
+        self.requests += requests
+        out = []
+        for req in requests:
+            last = req.prompt.rstrip("\n").split("\n")[-1]
+            if last.startswith("Q: "):
+                texts = [f"2 + 3 = {7 if i % 3 else 5}" for i in range(req.n)]
+            else:
+                texts = [f"so \\boxed{{{last.rsplit(' ', 1)[-1]}}}"] * req.n
+            out.append(GenerationResult([Completion(t, len(t), "stop") for t in texts], 5))
+        return out
+
+
+class LikesSeven(FakePPM):
+    def score(self, items):
+        self.calls += 1
+        return [0.9 if "7" in steps[-1] else 0.5 for _, steps in items]
+
+
+def test_a_reward_model_behind_the_arithmetic_rule_ranks_only_what_the_rule_lets_through(tmp_path):
+    """ppm+arithmetic-bon: the model's favourite breaks an equation, so the rule stops it and the
+    model's best among the rest wins; the rule alone serves as a verifier without any model."""
+    problems = [Problem("p0", "Tom has 2 pens and gets 3 more. How many pens?", "5")]
+    natural = CONFIG.model_copy(update={"step_format": "natural"})
+    ppm = LikesSeven()
+    methods = "maj@8,ppm-bon@8,ppm+arithmetic-bon@8,ppm+arithmetic-vote@8,arithmetic-bon@8"
+    records = by_method(evaluate(problems, methods, ArithmeticBackend(), FakeFormat(), natural, None, FakeGrader(),
+                                 ppm, tmp_path, benchmark="demo", progress=False))
+    assert ppm.calls == 1  # the gated methods reuse the model's one scoring
+    assert {m: r[0]["correct"] for m, r in records.items()} == {
+        "maj@8": False, "ppm-bon@8": False, "ppm+arithmetic-bon@8": True, "ppm+arithmetic-vote@8": True,
+        "arithmetic-bon@8": True}
+    saved = next(iter(read_trees(tmp_path / "trees/samples@8/demo.jsonl")))
+    assert set(saved.meta["scores"]) == {"ppm", "arithmetic", "ppm+arithmetic"}
+    assert {round(n.prior, 3) for n in saved.nodes[1:]} == {0.9, 0.5}  # the priors are the model's own
+    with pytest.raises(ValueError, match=r"ppm\+arithmetic-bon@8 read natural-language steps, not code steps"):
+        run_eval("maj@8,ppm+arithmetic-bon@8", tmp_path, ppm)  # CONFIG's steps are code
+    with pytest.raises(ValueError, match=r"prm\+arithmetic-bon@8 need a PRM"):
+        evaluate(problems, "prm+arithmetic-bon@8", ArithmeticBackend(), FakeFormat(), natural, None, FakeGrader(), ppm,
+                 tmp_path, benchmark="demo", progress=False)
 
 
 def test_a_plain_value_fn_serves_as_the_ppm(tmp_path):
