@@ -301,12 +301,15 @@ class FakeBackend:
         out = []
         for req in requests:
             last = req.prompt.rstrip("\n").split("\n")[-1]
-            if last.startswith("Q: "):
-                texts = [f"s{i}" for i in range(req.n)]
-            else:
-                texts = [f"so \\boxed{{{ANSWERS[int(last[1:]) % len(ANSWERS)]}}}"] * req.n
+            texts = self.first_steps(req.n) if last.startswith("Q: ") else [self.answer_below(last)] * req.n
             out.append(GenerationResult([Completion(t, len(t), "stop") for t in texts], 5))
         return out
+
+    def first_steps(self, n):
+        return [f"s{i}" for i in range(n)]
+
+    def answer_below(self, step):
+        return f"so \\boxed{{{ANSWERS[int(step[1:]) % len(ANSWERS)]}}}"
 
 
 class FakeGrader:
@@ -398,17 +401,11 @@ def test_several_reward_models_verify_the_very_same_samples(tmp_path):
 class ArithmeticBackend(FakeBackend):
     """Five of eight first steps get 2 + 3 wrong ("= 7"), three right; the answer follows the step."""
 
-    def generate(self, requests, progress=False):
-        self.requests += requests
-        out = []
-        for req in requests:
-            last = req.prompt.rstrip("\n").split("\n")[-1]
-            if last.startswith("Q: "):
-                texts = [f"2 + 3 = {7 if i % 3 else 5}" for i in range(req.n)]
-            else:
-                texts = [f"so \\boxed{{{last.rsplit(' ', 1)[-1]}}}"] * req.n
-            out.append(GenerationResult([Completion(t, len(t), "stop") for t in texts], 5))
-        return out
+    def first_steps(self, n):
+        return [f"2 + 3 = {7 if i % 3 else 5}" for i in range(n)]
+
+    def answer_below(self, step):
+        return f"so \\boxed{{{step.rsplit(' ', 1)[-1]}}}"
 
 
 class LikesSeven(FakePPM):
