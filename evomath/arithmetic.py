@@ -21,6 +21,7 @@ EQUATION = re.compile(rf"({NUMBER}{_UNITS}(?:\s*(?:[-+*/×÷x])\s*{NUMBER}{_UNIT
 ANY_NUMBER = re.compile(NUMBER)
 ENUMERATION = re.compile(r"^\s*(?:step\s*)?\d+\s*[.):]\s+", re.IGNORECASE | re.MULTILINE)  # "1. ", "Step 2: "
 _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+_BOXED_RESULT = re.compile(rf"=\s*\\boxed\{{\s*({NUMBER})\s*\}}")  # "30 + 9 = \boxed{39}" states 39
 
 # Numbers a question states in words, each as the number a solution writes for it ("twice" -> 2).
 NUMBER_WORDS = {
@@ -75,7 +76,7 @@ def derivation_error(question: str, steps: Sequence[str]) -> str | None:
         return None
     known = question_numbers(question)
     computed: set[float] = set()  # what the solution's own true equations found
-    cleaned = [_BOXED.sub(" ", ENUMERATION.sub("", step)) for step in steps]
+    cleaned = [_BOXED.sub(" ", _BOXED_RESULT.sub(r"= \1", ENUMERATION.sub("", step))) for step in steps]
     text = "".join(cleaned)
     start = len(text) - len(cleaned[-1])  # where the new step begins
     spans = []

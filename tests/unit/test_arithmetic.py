@@ -25,6 +25,7 @@ def test_evaluate_allows_the_four_operations_only():
     ["Nina has 13 stickers and gives away 2, so she has 13 - 2 = 11 stickers.\n\n", "The answer is \\boxed{11}."],
     ["1. Nina has 13 stickers.\n\n", "2. She gives 2 to Tom: 13 - 2 = 11.\n\n", "She has 11 left. \\boxed{11}"],
     ["Half of 10 is 10 / 2 = 5, but the question says 13 - 2 = 11.\n\n"],  # "half" is no number here: 10 is
+    ["Nina gives away 2 of her 13 stickers, so she keeps 13 - 2 = \\boxed{11}."],  # the boxed result of an equation
 ])
 def test_derived_steps_pass(steps):
     question = QUESTION if "Half" not in steps[0] else QUESTION.replace("13", "13, half of 10,")
@@ -40,6 +41,7 @@ def test_derived_steps_pass(steps):
     (["Nina has 13 stickers.\n\n", "The answer is \\boxed{11}."], "answer '11'"),  # a guessed answer
     (["Nina has 13 stickers.\n\n", "The answer is \\boxed{13}."], "answer '13'"),  # one copied from the question
     (["The answer is \\boxed{eleven}."], "answer 'eleven'"),
+    (["So 13 - 2 = \\boxed{12}."], "false equation 13 - 2 = 12"),  # a boxed result is an equation's too
 ])
 def test_underived_steps_fail_naming_why(steps, reason):
     error = derivation_error(QUESTION, steps)
