@@ -11,6 +11,8 @@ Phases, each cached under --work (a rerun resumes; delete a phase's files to red
    solutions, ``--completions`` continuations per step).
 3. **Verifiers**: PPM (step pairs), ORM (whole-solution pairs), PQM (step Q), PRM (completer
    labels, hard or soft), PRM-trees (a node's correct-answer share from the trees, for free),
+   PRM-ruled (the same, with every step the arithmetic rule stops marked failing as
+   ``search.check_arithmetic`` marks it, so no answer reached through it counts: still gold-free at test time),
    PRM-checked (the same trajectories labelled by the demo generator's exact step checker: what
    PRM800K's human labels are on MATH, the ceiling automatic labels are measured against), and
    AlphaMath's value head (trained jointly with SFT on the trees' best solutions); beside them the
@@ -43,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-checked", "value", "arithmetic")
+VERIFIERS = ("ppm", "orm", "pqm", "prm", "prm-trees", "prm-ruled", "prm-checked", "value", "arithmetic")
 
 
 def phase(path: Path, what: str):
@@ -116,6 +118,7 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
     from training.step_rewards import (
         annotation_rows,
         checked_step_rows,
+        mark_underived,
         read_annotations,
         train_step_reward,
         tree_step_rows,
@@ -146,6 +149,10 @@ def train_verifiers(args, config, trees: Path, notes: Path, policy_dir: Path) ->
         elif kind == "prm-trees":
             write_step_rows(data / "tree-mc.jsonl", tree_step_rows(read_trees(trees), fmt, config.prm.labels))
             metrics = train_step_reward(data / "tree-mc.jsonl", policy_dir, out, config.prm, "prm", progress=False)
+        elif kind == "prm-ruled":  # the tree labels with the rule's failing steps marked
+            rows = tree_step_rows(mark_underived(read_trees(trees)), fmt, config.prm.labels)
+            write_step_rows(data / "tree-ruled.jsonl", rows)
+            metrics = train_step_reward(data / "tree-ruled.jsonl", policy_dir, out, config.prm, "prm", progress=False)
         elif kind == "prm-checked":  # the same trajectories, labelled by the exact step checker
             problems = {p.id: p for p in load_benchmark(args.train, limit=args.train_problems, seed=0)}
             write_step_rows(data / "checked.jsonl", checked_step_rows(read_trees(trees), fmt, problems))

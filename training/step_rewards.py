@@ -90,6 +90,20 @@ def tree_step_rows(trees: Iterable[Tree], fmt, target: str) -> list[dict]:
     return rows
 
 
+def mark_underived(trees: Iterable[Tree]) -> Iterator[Tree]:
+    """The trees with every natural step whose arithmetic is not derived (``evomath.arithmetic``)
+    marked as failing, as ``search.check_arithmetic`` marks it while searching: labels read off them
+    afterwards (``tree_step_rows``) count no answer reached through such a step as a success, so a
+    chain right only by luck stops teaching the PRM that its steps are good. Gold-free, like the rule."""
+    from evomath.arithmetic import derivation_error
+
+    for tree in trees:
+        for node in tree.nodes:
+            if node.parent is not None and derivation_error(tree.question, tree.steps_text(node)) is not None:
+                node.code_error = True
+        yield tree
+
+
 def checked_step_rows(trees: Iterable[Tree], fmt, problems: Mapping[str, Problem]) -> list[dict]:
     """Labels from an exact step checker instead of the gold answer's Monte-Carlo estimate (the
     demo generator's, ``evomath.demo_data.first_error``; PRM800K's human labels play this part on

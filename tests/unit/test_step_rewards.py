@@ -15,7 +15,14 @@ from evomath.problem import Problem
 from evomath.scoring import NotARewardModelError, load_scorer
 from evomath.tree import Tree
 from training import TrainingInputError
-from training.step_rewards import checked_step_rows, read_step_rows, step_row, train_step_reward, tree_step_rows
+from training.step_rewards import (
+    checked_step_rows,
+    mark_underived,
+    read_step_rows,
+    step_row,
+    train_step_reward,
+    tree_step_rows,
+)
 
 FMT = make_format("natural")
 FAST = PRMConfig(learning_rate=1e-2, epochs=8, batch_size=8, per_device_batch_size=8, max_length=64,
@@ -70,6 +77,9 @@ def test_checked_labels_mark_every_step_from_the_first_wrong_one():
     rows = checked_step_rows([tree], FMT, {problem.id: problem})
     assert [r["labels"] for r in rows] == [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0]]
     assert [r["labels"] for r in tree_step_rows([tree], FMT, "hard")][2] == [1.0, 1.0]  # gold calls luck right
+    # the arithmetic rule, without gold or checker, stops the lucky answer (a number no step computed)
+    assert [r["labels"] for r in tree_step_rows(mark_underived([tree]), FMT, "hard")] == [[1.0, 1.0], [1.0, 0.0],
+                                                                                         [0.0, 0.0]]
     with pytest.raises(TrainingInputError, match=f"{problem.id!r}: not among the problems given"):
         checked_step_rows([tree], FMT, {})
     plain = Tree("p", "q", "7")
