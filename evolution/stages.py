@@ -434,9 +434,10 @@ def reward_data(ctx: RoundContext) -> dict:
 
 
 def _step_labels(ctx: RoundContext, kind: str) -> dict:
-    """Step-label rows of the round's trees: Q for a PQM or value head, a PRM's hard or soft labels."""
+    """Step-label rows of the round's trees: Q for a PQM or value head, a PRM's hard or soft labels
+    (from the completer, the trees, or the trees with the arithmetic rule's failing steps marked)."""
     from evomath.formats import make_format
-    from training.step_rewards import label_summary, tree_step_rows
+    from training.step_rewards import label_summary, mark_underived, tree_step_rows
 
     prm = ctx.config.prm
     target = "q" if kind in ("pqm", "value") else prm.labels
@@ -444,6 +445,8 @@ def _step_labels(ctx: RoundContext, kind: str) -> dict:
     fmt = make_format(ctx.config.search.step_format)
     if kind == "prm" and prm.label_source == "completer":
         rows = _completer_rows(ctx, trees, fmt, target)
+    elif kind == "prm" and prm.label_source == "trees+arithmetic":
+        rows = tree_step_rows(mark_underived(trees), fmt, target)
     else:
         rows = tree_step_rows(trees, fmt, target)
     write_jsonl(ctx.path(STEP_LABELS), rows)

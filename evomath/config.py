@@ -173,9 +173,11 @@ class PRMConfig(TrainingConfig):
     batch_size: int = Field(64, ge=1, description="effective batch of solutions; gradient accumulation fills it")
     labels: Literal["hard", "soft"] = Field("hard", description="hard: 1 if any completion from the step reaches "
                                             "the gold answer; soft: the fraction that do")
-    label_source: Literal["completer", "trees"] = Field(
+    label_source: Literal["completer", "trees", "trees+arithmetic"] = Field(
         "completer", description="completer: N continuations sampled from every step (Math-Shepherd); trees: read "
-        "off the MCTS trees (a node's correct-leaf fraction), for free")
+        "off the MCTS trees (a node's correct-leaf fraction), for free; trees+arithmetic: the same with every step "
+        "the gold-free arithmetic rule stops marked failing first, as search.check_arithmetic marks it (no answer "
+        "reached through it counts; natural steps only)")
     completions: int = Field(8, ge=1, description="continuations sampled from each step (Math-Shepherd: N = 8)")
     samples: int = Field(4, ge=1, description="solutions per problem sampled to annotate")
     heldout_fraction: float = Field(0.05, ge=0, lt=1, description="share of the solutions (whole problems) held out "
@@ -332,6 +334,13 @@ class ExperimentConfig(_Config):
         if any(k < 1 for k in schedule) or any(n < 0 for runs in schedule.values() for n in runs):
             raise ValueError("rounds start at 1 and rollout counts are at least 0")
         return schedule
+
+    @model_validator(mode="after")
+    def _ruled_labels_need_natural_steps(self) -> ExperimentConfig:
+        if self.prm.label_source == "trees+arithmetic" and self.search.step_format != "natural":
+            raise ValueError("prm.label_source trees+arithmetic reads natural-language steps; code steps are "
+                             "checked by running them (search.step_format: natural, or label_source: trees)")
+        return self
 
     @model_validator(mode="after")
     def _rl_reward_model(self) -> ExperimentConfig:

@@ -326,3 +326,25 @@ def test_a_policy_trained_on_every_rounds_data_reads_and_hashes_them_all(tmp_pat
     # the default: the round's own data only, and only its own file in the key
     own = stages.round_context(config(tmp_path), 3, policy="p")
     assert stages.stage_inputs(own, "train_policy") == [own.path(stages.SFT_DATA), own.path(stages.STEP_LABELS)]
+
+
+def test_prm_labels_from_trees_with_the_arithmetic_rule(tmp_path):
+    """label_source trees+arithmetic: a right answer reached through an underived step (a number no
+    step computed) teaches the PRM nothing good; with label_source trees the gold answer calls it good."""
+    tree = Tree("p", "Tom has 2 pens and gets 3 more. How many pens?", "5")
+    derived = tree.add_child(tree.root, "He has 2 + 3 = 5 pens.\n\n", visits=1, value_sum=1.0)
+    tree.add_child(derived, "The answer is \\boxed{5}.", terminal="answer", answer="5", correct=True, visits=1,
+                   value_sum=1.0)
+    guessed = tree.add_child(tree.root, "He has 5 pens.\n\n", visits=1, value_sum=1.0)
+    tree.add_child(guessed, "The answer is \\boxed{5}.", terminal="answer", answer="5", correct=True, visits=1,
+                   value_sum=1.0)
+    append_trees(tmp_path / stages.TREES_FINAL, [tree])
+    labels = {}
+    for source in ("trees", "trees+arithmetic"):
+        config = ExperimentConfig.model_validate({"search": {"step_format": "natural"}, "prm": {"label_source": source}})
+        ctx = stages.RoundContext(config, 1, tmp_path, "policy", None)
+        assert stages._step_labels(ctx, "prm")["labelled_solutions"] == 2
+        labels[source] = [row["labels"] for row in read_jsonl(ctx.path(stages.STEP_LABELS))]
+    assert labels == {"trees": [[1.0, 1.0], [1.0, 1.0]], "trees+arithmetic": [[1.0, 1.0], [0.0, 0.0]]}
+    with pytest.raises(ValueError, match="label_source trees\\+arithmetic reads natural-language steps"):
+        ExperimentConfig.model_validate({"search": {"step_format": "code"}, "prm": {"label_source": "trees+arithmetic"}})
