@@ -81,7 +81,7 @@ def cmd_plan(args) -> int:
     memory = planning.plan_for(config, stages.uses_reward_model(config), devices)
     policy = planning.model_shape(config.policy)
     print(f"policy {policy.name}: {policy.params / 1e9:.2f}B parameters, {policy.layers} layers, "
-          f"KV {policy.kv_bytes_per_token() / 1024:.0f} KiB/token (bf16); the PPM has the policy's shape")
+          f"KV {policy.kv_bytes_per_token() / 1024:.0f} KiB/token (bf16); the reward model has the policy's shape")
     print(memory.table())
     trees = list(read_trees(args.trees)) if args.trees else []
     problems = len(stages.training_problems(config))

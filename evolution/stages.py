@@ -419,7 +419,7 @@ def reward_data(ctx: RoundContext) -> dict:
     from training.ppm_pairs import make_pairs
 
     kind = ctx.config.reward_model
-    if kind not in ("ppm", "orm"):
+    if not ctx.config.reward_learns_from_pairs:
         return _step_labels(ctx, kind)
     out = ctx.path(PAIRS)
     try:
@@ -486,8 +486,7 @@ def train_policy(ctx: RoundContext) -> dict:
     engines.release()
     base = resolve_model(ctx.config.policy if ctx.config.sft_from == "base" else ctx.policy)
     if ctx.config.reward_model == "value" and not _is_empty(ctx.path(STEP_LABELS)):
-        config = ctx.config.value.model_copy(update={"bf16": ctx.config.sft.bf16})
-        metrics = train_value_head(data, ctx.path(STEP_LABELS), base, ctx.path(POLICY), config,
+        metrics = train_value_head(data, ctx.path(STEP_LABELS), base, ctx.path(POLICY), ctx.config.policy_training(),
                                    overwrite=True, step_format=ctx.config.search.step_format)
     else:
         metrics = train_sft(data, base, ctx.path(POLICY), ctx.config.sft, overwrite=True)
@@ -524,17 +523,17 @@ def train_reward(ctx: RoundContext) -> dict:
     from training.step_rewards import train_step_reward
 
     kind = ctx.config.reward_model
-    data = ctx.path(PAIRS if kind in ("ppm", "orm") else STEP_LABELS)
-    if kind == "value" or ctx.round < ctx.config.ppm_train_from_round or not data.exists() or _is_empty(data):
+    section = ctx.config.reward_training()
+    data = ctx.path(PAIRS if ctx.config.reward_learns_from_pairs else STEP_LABELS)
+    if section is None or ctx.round < ctx.config.ppm_train_from_round or not data.exists() or _is_empty(data):
         return {"ppm_trained": 0, "artifacts": {}}
     engines.release()
     policy = resolve_model(round_models(ctx)[0])
     common = {"overwrite": True, "step_format": ctx.config.search.step_format}
-    if kind in ("ppm", "orm"):
-        metrics = train_ppm(data, policy, ctx.path(PPM), ctx.config.ppm, kind=kind, **common)
+    if ctx.config.reward_learns_from_pairs:
+        metrics = train_ppm(data, policy, ctx.path(PPM), section, kind=kind, **common)
     else:
-        metrics = train_step_reward(data, policy, ctx.path(PPM), ctx.config.prm if kind == "prm" else ctx.config.ppm,
-                                    kind, **common)
+        metrics = train_step_reward(data, policy, ctx.path(PPM), section, kind, **common)
     return {"ppm_trained": 1} | _numbers(metrics) | {"artifacts": {"ppm": str(ctx.path(PPM))}}
 
 

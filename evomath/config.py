@@ -288,6 +288,9 @@ class EvalConfig(_Config):
         return names
 
 
+PAIRWISE_REWARD_MODELS = ("ppm", "orm")
+
+
 class ExperimentConfig(_Config):
     """Everything one evolution needs; ``configs/*.yaml`` are instances of this."""
 
@@ -334,6 +337,21 @@ class ExperimentConfig(_Config):
         if any(k < 1 for k in schedule) or any(n < 0 for runs in schedule.values() for n in runs):
             raise ValueError("rounds start at 1 and rollout counts are at least 0")
         return schedule
+
+    @property
+    def reward_learns_from_pairs(self) -> bool:
+        """rStar's PPM and ORM rank pairs (Bradley-Terry); the PRM, PQM and value head regress per-step labels."""
+        return self.reward_model in PAIRWISE_REWARD_MODELS
+
+    def policy_training(self) -> TrainingConfig:
+        """The section that trains a round's policy: AlphaMath's joint policy + value head when it is the
+        reward model (with SFT's precision), else SFT."""
+        return self.value.model_copy(update={"bf16": self.sft.bf16}) if self.reward_model == "value" else self.sft
+
+    def reward_training(self) -> TrainingConfig | None:
+        """The section that trains the round's separate reward model; None for the value head, which
+        trains with the policy."""
+        return {"ppm": self.ppm, "orm": self.ppm, "pqm": self.ppm, "prm": self.prm}.get(self.reward_model)
 
     @model_validator(mode="after")
     def _ruled_labels_need_natural_steps(self) -> ExperimentConfig:

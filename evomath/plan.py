@@ -192,7 +192,7 @@ class MemoryPlan:
             lines += [f"    DOES NOT FIT: {p}" for p in phase.problems]
         if self.devices.count:
             lines.append(f"  vLLM gpu_memory_utilization {self.engine_fraction:.2f}, KV cache {self.kv_tokens:,} tokens; "
-                         f"PPM on {self.scorer_device or 'the engine GPU'}")
+                         f"reward model on {self.scorer_device or 'the engine GPU'}")
         return "\n".join(lines)
 
 
@@ -211,13 +211,13 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
     fraction, scorer_device = config.engine.gpu_memory_utilization, None
     if ppm and devices.count > tp:
         scorer_device = f"cuda:{tp}"
-        search.placements.append((f"PPM {ppm.name} (bf16, scoring batch)", scorer_device, scorer_bytes / GiB))
+        search.placements.append((f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)", scorer_device, scorer_bytes / GiB))
         if scorer_bytes + DEVICE_RESERVE > total:
             search.problems.append(f"the PPM needs {scorer_bytes / GiB:.1f} GiB on one {total / GiB:.0f} GiB GPU")
     elif ppm:
         scorer_device = "cuda:0"
         fraction = min(fraction, (total - scorer_bytes - DEVICE_RESERVE) / total)
-        search.placements.append((f"PPM {ppm.name} (bf16, scoring batch)", "cuda:0", scorer_bytes / GiB))
+        search.placements.append((f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)", "cuda:0", scorer_bytes / GiB))
     engine_bytes = fraction * total
     kv_bytes = engine_bytes - weights - ENGINE_RESERVE
     kv_tokens = max(0, int(kv_bytes // (policy.kv_bytes_per_token() / tp)))
@@ -232,9 +232,11 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
             f"vLLM at gpu_memory_utilization {fraction:.2f} has {engine_bytes / GiB:.1f} GiB: weights "
             f"{weights / GiB:.1f} + reserve {ENGINE_RESERVE / GiB:.0f} leave KV for {kv_tokens:,} tokens, less than one "
             f"max_model_len {config.engine.max_model_len} sequence (raise tensor_parallel_size, or use more GPUs)")
-    phases = [search, _training_phase("SFT (policy)", config.sft, policy, devices, lm_head=True)]
-    if ppm:
-        phases.append(_training_phase("PPM training", config.ppm, ppm, devices, lm_head=False, pairs=True))
+    policy_phase = "policy + value head" if config.reward_model == "value" else "SFT (policy)"
+    phases = [search, _training_phase(policy_phase, config.policy_training(), policy, devices, lm_head=True)]
+    if ppm and (section := config.reward_training()) is not None:
+        phases.append(_training_phase(f"{config.reward_model.upper()} training", section, ppm, devices, lm_head=False,
+                                      pairs=config.reward_learns_from_pairs))
     return MemoryPlan(devices, fraction, scorer_device, kv_tokens, phases)
 
 

@@ -109,3 +109,30 @@ def test_a_vllm_served_ppm_asks_for_what_its_size_needs():
     seven = planning.vllm_scorer_fraction(QWEN_7B, 80 * GiB)
     assert 0.2 < seven < 0.3 and seven * 80 * GiB > QWEN_7B.params * 2  # 0.2 could not hold a 7B PPM
     assert planning.vllm_scorer_fraction(QWEN_15B, 80 * GiB) < 0.1
+
+
+def test_each_reward_model_is_planned_with_the_section_that_trains_it():
+    """Math-Shepherd's PRM trains on its prm section, one sequence a row (no pairs); AlphaMath's value
+    head trains with the policy on the value section, and no separate reward model is planned."""
+    def training(plan):
+        return {p.name: p for p in plan.phases if "training" in p.name or "policy" in p.name}
+
+    shepherd = load_config("configs/gpu_math_shepherd_7b.yaml")
+    phases = training(make_plan(shepherd, gpus(8), QWEN_7B, QWEN_7B))
+    assert set(phases) == {"SFT (policy)", "PRM training"}
+    prm = shepherd.prm
+    assert f"activations ({prm.per_device_batch_size} x {prm.max_length} tokens" in str(phases["PRM training"].placements)
+    wider = apply_overrides(shepherd, ["prm.max_length=4096", "ppm.max_length=64"])
+    activations = [g for w, _, g in training(make_plan(wider, gpus(8), QWEN_7B, QWEN_7B))["PRM training"].placements
+                   if w.startswith("activations")]
+    assert activations[0] > [g for w, _, g in phases["PRM training"].placements if w.startswith("activations")][0]
+
+    alphamath = load_config("configs/gpu_alphamath_7b.yaml")
+    phases = training(make_plan(alphamath, gpus(8), QWEN_7B, QWEN_7B))
+    assert set(phases) == {"policy + value head"}
+    value = alphamath.value
+    assert f"({value.per_device_batch_size} x {value.max_length} tokens" in str(phases["policy + value head"].placements)
+
+    rstar = load_config("configs/gpu_rstar_7b.yaml")
+    ppm = training(make_plan(rstar, gpus(8), QWEN_7B, QWEN_7B))["PPM training"]
+    assert f"({2 * rstar.ppm.per_device_batch_size} x {rstar.ppm.max_length} tokens" in str(ppm.placements)  # pairs
