@@ -237,7 +237,38 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
     if ppm and (section := config.reward_training()) is not None:
         phases.append(_training_phase(f"{config.reward_model.upper()} training", section, ppm, devices, lm_head=False,
                                       pairs=config.reward_learns_from_pairs))
+    if config.rl.enabled:
+        phases.append(_rl_phase(config, policy, devices))
     return MemoryPlan(devices, fraction, scorer_device, kv_tokens, phases)
+
+
+def _rl_phase(config: ExperimentConfig, policy: ModelShape, devices: Devices) -> Phase:
+    """GRPO after the policy's SFT (``training.rl``), on every GPU at once: the policy's training states
+    (as SFT's) and activations over prompt + completion, the frozen reference policy the KL penalty
+    reads (loaded as the policy is, sharded the same way), the colocated vLLM engine's fraction when
+    it generates, and the reward model (the policy's shape) scoring steps in bf16 when the rewards
+    are per step."""
+    rl = config.rl
+    phase = _training_phase("RL (GRPO)", rl, policy, devices, lm_head=True)
+    n, where = devices.count, ("each GPU" if devices.count > 1 else "cuda:0")
+    extra = []
+    if rl.beta > 0:
+        per_param = BF16 if rl.lora else FP32
+        extra.append((f"reference policy for the KL penalty ({'bf16' if rl.lora else 'fp32'}, sharded)",
+                      policy.params * per_param / n))
+    if rl.use_vllm:
+        extra.append((f"colocated vLLM (rl.vllm_gpu_memory_utilization {rl.vllm_gpu_memory_utilization})",
+                      rl.vllm_gpu_memory_utilization * devices.bytes_each))
+    if rl.rewards == "process":
+        activations = SCORER_BATCH * rl.max_length * policy.hidden * BF16 * 4
+        extra.append((f"{rl.reward_kind.upper()} {policy.name} scoring steps (bf16)", policy.params * BF16 + activations))
+    phase.placements += [(what, where, b / GiB) for what, b in extra]
+    need = sum(gib for _, _, gib in phase.placements) * GiB + DEVICE_RESERVE
+    phase.problems = [] if need <= devices.bytes_each else [
+        f"needs {need / GiB:.1f} GiB per GPU on {n} x {devices.bytes_each / GiB:.0f} GiB (policy states, reference, "
+        f"colocated engine and reward model together); use more GPUs, rl.lora: true, a smaller "
+        f"rl.vllm_gpu_memory_utilization, or lower rl.per_device_batch_size / max_length"]
+    return phase
 
 
 def vllm_scorer_fraction(ppm: ModelShape, device_bytes: int) -> float:

@@ -136,3 +136,23 @@ def test_each_reward_model_is_planned_with_the_section_that_trains_it():
     rstar = load_config("configs/gpu_rstar_7b.yaml")
     ppm = training(make_plan(rstar, gpus(8), QWEN_7B, QWEN_7B))["PPM training"]
     assert f"({2 * rstar.ppm.per_device_batch_size} x {rstar.ppm.max_length} tokens" in str(ppm.placements)  # pairs
+
+
+def test_rl_is_planned_with_its_reference_colocated_engine_and_reward_model():
+    """Math-Shepherd's step-level RL holds the policy's training states, the KL reference, TRL's
+    colocated vLLM and the PRM on every GPU at once: it fits on 8 x 80 GB and is refused on 2."""
+    config = load_config("configs/gpu_math_shepherd_7b.yaml")
+    mistral = ModelShape.from_config("mistral-7b", planning.KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"])
+    plan = make_plan(config, gpus(8), mistral, None)  # the search uses no reward model; RL still does
+    rl = next(p for p in plan.phases if p.name == "RL (GRPO)")
+    what = " | ".join(w for w, _, _ in rl.placements)
+    assert "reference policy" in what and "colocated vLLM" in what and "PRM" in what
+    assert dict((w[:9], g) for w, _, g in rl.placements)["colocated"] == pytest.approx(0.3 * 80)
+    plan.check()
+    with pytest.raises(PlanError, match=r"RL \(GRPO\): needs \d+\.\d GiB per GPU on 2 x 80 GiB"):
+        make_plan(config, gpus(2), mistral, None).check()
+    outcome_only = apply_overrides(config, ["rl.rewards=outcome", "rl.beta=0", "rl.use_vllm=false"])
+    lean = next(p for p in make_plan(outcome_only, gpus(8), mistral, None).phases if p.name == "RL (GRPO)")
+    assert not any(w.startswith(("reference", "colocated", "PRM")) for w, _, _ in lean.placements)
+    assert "RL (GRPO)" not in [p.name for p in make_plan(load_config("configs/gpu_rstar_7b.yaml"), gpus(8), QWEN_7B,
+                                                          QWEN_7B).phases]
