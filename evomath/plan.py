@@ -213,7 +213,7 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
         scorer_device = f"cuda:{tp}"
         search.placements.append((f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)", scorer_device, scorer_bytes / GiB))
         if scorer_bytes + DEVICE_RESERVE > total:
-            search.problems.append(f"the PPM needs {scorer_bytes / GiB:.1f} GiB on one {total / GiB:.0f} GiB GPU")
+            search.problems.append(f"the {config.reward_model.upper()} needs {scorer_bytes / GiB:.1f} GiB on one {total / GiB:.0f} GiB GPU")
     elif ppm:
         scorer_device = "cuda:0"
         fraction = min(fraction, (total - scorer_bytes - DEVICE_RESERVE) / total)
