@@ -209,15 +209,16 @@ def make_plan(config: ExperimentConfig, devices: Devices, policy: ModelShape, pp
     weights = policy.params * BF16 / tp
     scorer_bytes = _scorer_bytes(ppm, config, total) if ppm else 0
     fraction, scorer_device = config.engine.gpu_memory_utilization, None
+    scorer = f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)" if ppm else ""
     if ppm and devices.count > tp:
         scorer_device = f"cuda:{tp}"
-        search.placements.append((f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)", scorer_device, scorer_bytes / GiB))
+        search.placements.append((scorer, scorer_device, scorer_bytes / GiB))
         if scorer_bytes + DEVICE_RESERVE > total:
             search.problems.append(f"the {config.reward_model.upper()} needs {scorer_bytes / GiB:.1f} GiB on one {total / GiB:.0f} GiB GPU")
     elif ppm:
         scorer_device = "cuda:0"
         fraction = min(fraction, (total - scorer_bytes - DEVICE_RESERVE) / total)
-        search.placements.append((f"{config.reward_model.upper()} {ppm.name} (bf16, scoring batch)", "cuda:0", scorer_bytes / GiB))
+        search.placements.append((scorer, "cuda:0", scorer_bytes / GiB))
     engine_bytes = fraction * total
     kv_bytes = engine_bytes - weights - ENGINE_RESERVE
     kv_tokens = max(0, int(kv_bytes // (policy.kv_bytes_per_token() / tp)))
@@ -260,8 +261,8 @@ def _rl_phase(config: ExperimentConfig, policy: ModelShape, devices: Devices) ->
         extra.append((f"colocated vLLM (rl.vllm_gpu_memory_utilization {rl.vllm_gpu_memory_utilization})",
                       rl.vllm_gpu_memory_utilization * devices.bytes_each))
     if rl.rewards == "process":
-        activations = SCORER_BATCH * rl.max_length * policy.hidden * BF16 * 4
-        extra.append((f"{rl.reward_kind.upper()} {policy.name} scoring steps (bf16)", policy.params * BF16 + activations))
+        extra.append((f"{rl.reward_kind.upper()} {policy.name} scoring steps (bf16)",
+                      policy.params * BF16 + _scoring_activations(policy, rl.max_length)))
     phase.placements += [(what, where, b / GiB) for what, b in extra]
     need = sum(gib for _, _, gib in phase.placements) * GiB + DEVICE_RESERVE
     phase.problems = [] if need <= devices.bytes_each else [
@@ -278,10 +279,15 @@ def vllm_scorer_fraction(ppm: ModelShape, device_bytes: int) -> float:
     return min(1.0, (ppm.params * BF16 + ENGINE_RESERVE + GiB) / device_bytes)
 
 
+def _scoring_activations(model: ModelShape, tokens: int) -> float:
+    """One scoring batch's hidden states in transformers (inference keeps a few layers' worth alive)."""
+    return SCORER_BATCH * tokens * model.hidden * BF16 * 4
+
+
 def _scorer_bytes(ppm: ModelShape, config: ExperimentConfig, device_bytes: int) -> float:
     """What the PPM takes beside the engine, served either way: in transformers, bf16 weights and one
     batch's hidden states (inference keeps a few layers' worth alive); in vLLM, its own fraction."""
-    activations = SCORER_BATCH * config.engine.max_model_len * ppm.hidden * BF16 * 4
+    activations = _scoring_activations(ppm, config.engine.max_model_len)
     return max(ppm.params * BF16 + activations, vllm_scorer_fraction(ppm, device_bytes) * device_bytes)
 
 
