@@ -13,7 +13,9 @@ With several seeds (each moves the training subset, the search and the training)
 spread across seeds: the greedy gain from the base model to the last round (held out and on each
 generalisation benchmark), the rounds that fell more than their interval below the round before,
 and PPM best-of-8 minus majority vote in the last round. A finished stage is reused, so
-an interrupted run continues where it stopped.
+an interrupted run continues where it stopped. ``--against RUN_DIR`` measures a lever: run the same
+seeds with and without it in two run directories, and this prints greedy of one minus the other,
+paired on the same problems, per round and pooled over the seeds.
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ import statistics
 import time
 from pathlib import Path
 
+from evaluation.records import records_path
 from evaluation.report import plot_rounds
+from evaluation.stats import paired_bootstrap
 from evolution import stages
 from evolution.regressions import regressed, round_regressions
 from evomath.config import ExperimentConfig, apply_overrides, load_config
+from evomath.files import read_jsonl
 
 METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8", "ppm-vote@8")
 LOOP = ("easy", "medium", "hard", "solved", "sft", "sft_tokens", "distinct", "wrong_step", "pairs", "ppm_acc")
@@ -162,6 +167,38 @@ def spread(runs: list[dict]) -> None:
                       f"range {min(vs):+.1f} .. {max(vs):+.1f}")
 
 
+def greedy_outcomes(config: ExperimentConfig, k: int, benchmark: str) -> dict[str, bool]:
+    """Round k's greedy verdict per problem id on a benchmark; empty where it was not evaluated."""
+    path = records_path(stages.round_dir(config, k) / stages.EVAL, benchmark, "greedy")
+    return {r["problem_id"]: bool(r["correct"]) for r in read_jsonl(path)} if path.exists() else {}
+
+
+def paired_against(configs: list[ExperimentConfig], other_run_dir: str) -> None:
+    """Greedy of this run minus another run of the same seeds (under ``other_run_dir``), paired on
+    the problems both evaluated, with 95% bootstrap intervals: per round and seed, and pooled over
+    the seeds, where a problem's pairs from every seed are resampled together (the seeds share the
+    held-out problems, so they are not independent samples of them)."""
+    benchmarks = [configs[0].eval.benchmarks[0], *configs[0].eval.greedy_benchmarks]
+    print(f"\ngreedy, this run minus {other_run_dir} (points, paired on the same problems, 95% bootstrap)")
+    for benchmark in benchmarks:
+        for k in range(configs[0].rounds + 1):
+            cells, pooled = [], ([], [], [])
+            for config in configs:
+                other = config.model_copy(update={"run_dir": Path(other_run_dir)})
+                mine, theirs = greedy_outcomes(config, k, benchmark), greedy_outcomes(other, k, benchmark)
+                problems = sorted(mine.keys() & theirs.keys())
+                if not problems:
+                    continue
+                a, b = [mine[p] for p in problems], [theirs[p] for p in problems]
+                cells.append(f"{config.name} {paired_bootstrap(a, b).points()} ({len(problems)})")
+                for column, values in zip(pooled, (a, b, problems)):
+                    column.extend(values)
+            if cells:
+                if len(cells) > 1:
+                    cells.append(f"pooled {paired_bootstrap(*pooled[:2], groups=pooled[2]).points()} ({len(pooled[0])})")
+                print(f"{benchmark} round {k}: " + "; ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cpu_demo.yaml")
@@ -170,11 +207,17 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                         help="override a config field, e.g. --set 'eval.greedy_benchmarks=[demo_phrasing:1-2]' "
                         "--set 'eval.greedy_rounds=[0, 4]' (repeatable; values are YAML)")
+    parser.add_argument("--against", metavar="RUN_DIR",
+                        help="another --run-dir of the same seeds (e.g. the same command without an option): "
+                        "print greedy of this run minus that one, paired on the same problems, per round and pooled")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     config = apply_overrides(load_config(args.config), args.overrides)
-    spread([run_seed(seeded(config, seed, args.run_dir)) for seed in args.seeds])
+    configs = [seeded(config, seed, args.run_dir) for seed in args.seeds]
+    spread([run_seed(c) for c in configs])
+    if args.against:
+        paired_against(configs, args.against)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,11 @@ def make_record(benchmark: str, method: str, problem, choice: Choice, tokens: in
     }
 
 
+def records_path(out_dir: str | Path, benchmark: str, method: str) -> Path:
+    """Where one benchmark's records of one method lie under an evaluation's ``out_dir``."""
+    return Path(out_dir) / benchmark / f"{method}.jsonl"
+
+
 def write_records(out_dir: str | Path, records: Sequence[dict]) -> list[Path]:
     """``<out_dir>/<benchmark>/<method>.jsonl``, one file per benchmark and method."""
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -47,7 +52,7 @@ def write_records(out_dir: str | Path, records: Sequence[dict]) -> list[Path]:
         groups.setdefault((r["benchmark"], r["method"]), []).append(r)
     paths = []
     for (benchmark, method), rows in groups.items():
-        path = Path(out_dir) / benchmark / f"{method}.jsonl"
+        path = records_path(out_dir, benchmark, method)
         write_jsonl(path, rows)
         paths.append(path)
     return paths
