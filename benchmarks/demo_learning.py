@@ -199,7 +199,7 @@ def paired_against(configs: list[ExperimentConfig], other_run_dir: str) -> None:
                 print(f"{benchmark} round {k}: " + "; ".join(cells))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="configs/cpu_demo.yaml")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one evolution per seed, in turn")
@@ -210,7 +210,9 @@ def main() -> None:
     parser.add_argument("--against", metavar="RUN_DIR",
                         help="another --run-dir of the same seeds (e.g. the same command without an option): "
                         "print greedy of this run minus that one, paired on the same problems, per round and pooled")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.against and not Path(args.against).is_dir():
+        parser.error(f"--against {args.against}: no such run directory")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     config = apply_overrides(load_config(args.config), args.overrides)

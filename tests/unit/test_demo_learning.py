@@ -4,6 +4,8 @@ verdicts by problem, reports each seed and the pool, and skips rounds one run di
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import demo_learning  # noqa: E402
 
@@ -34,3 +36,12 @@ def test_against_pairs_by_problem_per_seed_and_pooled(tmp_path, capsys):
     assert len(lines) == 1 and lines[0].startswith(f"{base.eval.benchmarks[0]} round 4: ")
     # 6 right against 3, on 10 shared problems: +30 points on each seed and pooled
     assert lines[0].count("+30.0 [") == 3 and "(10)" in lines[0] and "pooled +30.0" in lines[0] and "(20)" in lines[0]
+
+
+def test_against_a_missing_run_directory_is_refused_before_any_run(tmp_path, capsys):
+    missing = tmp_path / "no-such-run"
+    with pytest.raises(SystemExit) as stop:
+        demo_learning.main(["--run-dir", str(tmp_path / "runs"), "--against", str(missing)])
+    assert stop.value.code == 2
+    assert f"--against {missing}: no such run directory" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
