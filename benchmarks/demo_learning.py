@@ -27,13 +27,12 @@ import statistics
 import time
 from pathlib import Path
 
-from evaluation.records import records_path
+from evaluation.records import read_verdicts
 from evaluation.report import plot_rounds
 from evaluation.stats import paired_bootstrap
 from evolution import stages
 from evolution.regressions import regressed, round_regressions
 from evomath.config import ExperimentConfig, apply_overrides, load_config
-from evomath.files import read_jsonl
 
 METHODS = ("greedy", "maj@8", "ppm-bon@8", "ppm-bon-last@8", "ppm-vote@8")
 LOOP = ("easy", "medium", "hard", "solved", "sft", "sft_tokens", "distinct", "wrong_step", "pairs", "ppm_acc")
@@ -169,8 +168,7 @@ def spread(runs: list[dict]) -> None:
 
 def greedy_outcomes(config: ExperimentConfig, k: int, benchmark: str) -> dict[str, bool]:
     """Round k's greedy verdict per problem id on a benchmark; empty where it was not evaluated."""
-    path = records_path(stages.round_dir(config, k) / stages.EVAL, benchmark, "greedy")
-    return {r["problem_id"]: bool(r["correct"]) for r in read_jsonl(path)} if path.exists() else {}
+    return read_verdicts(stages.round_dir(config, k) / stages.EVAL, benchmark, "greedy")
 
 
 def paired_against(configs: list[ExperimentConfig], other_run_dir: str) -> None:

@@ -120,18 +120,18 @@ def rl_problems(args, rl) -> list:
 def greedy_correct(args, config, arm: str, policy: str) -> dict[str, bool]:
     """Problem id -> greedy correct on the held-out problems (cached in the arm's records)."""
     from evaluation.benchmarks import label
+    from evaluation.records import read_verdicts, records_path
     from evaluation.run import evaluate_models
     from evomath import engines
 
     out = args.work / "eval" / arm
-    records = out / label(args.test) / "greedy.jsonl"
+    records = records_path(out, label(args.test), "greedy")
     if not phase(records, f"greedy on {args.test_problems} of {args.test} with the {arm} policy"):
         planned = config.model_copy(update={"eval": config.eval.model_copy(update={
             "benchmarks": [args.test], "methods": ["greedy"], "limit": args.test_problems})})
         evaluate_models(planned, policy, None, out)
         engines.release()
-    rows = [json.loads(line) for line in records.read_text().splitlines()]
-    return {r["problem_id"]: bool(r["correct"]) for r in rows}
+    return read_verdicts(out, label(args.test), "greedy")
 
 
 def report(correct: dict[str, dict[str, bool]], runs: dict[str, dict]) -> dict:

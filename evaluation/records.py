@@ -15,7 +15,7 @@ from pathlib import Path
 
 from evaluation.select import Choice
 from evaluation.stats import accuracy_interval
-from evomath.files import write_json, write_jsonl
+from evomath.files import read_jsonl, write_json, write_jsonl
 
 COLUMNS = (
     "benchmark", "method", "problems", "accuracy", "accuracy_low", "accuracy_high", "seconds_per_question",
@@ -43,6 +43,13 @@ def make_record(benchmark: str, method: str, problem, choice: Choice, tokens: in
 def records_path(out_dir: str | Path, benchmark: str, method: str) -> Path:
     """Where one benchmark's records of one method lie under an evaluation's ``out_dir``."""
     return Path(out_dir) / benchmark / f"{method}.jsonl"
+
+
+def read_verdicts(out_dir: str | Path, benchmark: str, method: str) -> dict[str, bool]:
+    """Problem id -> whether the method's answer was right, from the records under ``out_dir``;
+    empty where that benchmark and method were not evaluated."""
+    path = records_path(out_dir, benchmark, method)
+    return {r["problem_id"]: bool(r["correct"]) for r in read_jsonl(path)} if path.exists() else {}
 
 
 def write_records(out_dir: str | Path, records: Sequence[dict]) -> list[Path]:
