@@ -171,29 +171,32 @@ def greedy_outcomes(config: ExperimentConfig, k: int, benchmark: str) -> dict[st
     return read_verdicts(stages.round_dir(config, k) / stages.EVAL, benchmark, "greedy")
 
 
+def paired_outcomes(config: ExperimentConfig, other_run_dir: str, k: int, benchmark: str) -> list[tuple[str, bool, bool]]:
+    """(problem id, right in this run, right in the other run) for every problem both evaluated."""
+    mine = greedy_outcomes(config, k, benchmark)
+    theirs = greedy_outcomes(config.model_copy(update={"run_dir": Path(other_run_dir)}), k, benchmark)
+    return [(p, mine[p], theirs[p]) for p in sorted(mine.keys() & theirs.keys())]
+
+
+def paired_cell(pairs: list[tuple[str, bool, bool]]) -> str:
+    """'+6.2 [+2.8, +9.6] (800)': the difference in points, a problem's pairs resampled together."""
+    problems, mine, theirs = zip(*pairs)
+    return f"{paired_bootstrap(mine, theirs, groups=problems).points()} ({len(pairs)})"
+
+
 def paired_against(configs: list[ExperimentConfig], other_run_dir: str) -> None:
     """Greedy of this run minus another run of the same seeds (under ``other_run_dir``), paired on
     the problems both evaluated, with 95% bootstrap intervals: per round and seed, and pooled over
     the seeds, where a problem's pairs from every seed are resampled together (the seeds share the
     held-out problems, so they are not independent samples of them)."""
-    benchmarks = [configs[0].eval.benchmarks[0], *configs[0].eval.greedy_benchmarks]
     print(f"\ngreedy, this run minus {other_run_dir} (points, paired on the same problems, 95% bootstrap)")
-    for benchmark in benchmarks:
+    for benchmark in [configs[0].eval.benchmarks[0], *configs[0].eval.greedy_benchmarks]:
         for k in range(configs[0].rounds + 1):
-            cells, pooled = [], ([], [], [])
-            for config in configs:
-                other = config.model_copy(update={"run_dir": Path(other_run_dir)})
-                mine, theirs = greedy_outcomes(config, k, benchmark), greedy_outcomes(other, k, benchmark)
-                problems = sorted(mine.keys() & theirs.keys())
-                if not problems:
-                    continue
-                a, b = [mine[p] for p in problems], [theirs[p] for p in problems]
-                cells.append(f"{config.name} {paired_bootstrap(a, b).points()} ({len(problems)})")
-                for column, values in zip(pooled, (a, b, problems)):
-                    column.extend(values)
+            per_seed = {c.name: paired_outcomes(c, other_run_dir, k, benchmark) for c in configs}
+            cells = [f"{name} {paired_cell(pairs)}" for name, pairs in per_seed.items() if pairs]
+            if len(cells) > 1:
+                cells.append(f"pooled {paired_cell([p for pairs in per_seed.values() for p in pairs])}")
             if cells:
-                if len(cells) > 1:
-                    cells.append(f"pooled {paired_bootstrap(*pooled[:2], groups=pooled[2]).points()} ({len(pooled[0])})")
                 print(f"{benchmark} round {k}: " + "; ".join(cells))
 
 
